@@ -1,0 +1,92 @@
+//! The `edge-cli` command line: parse, call the library, print. One file per subcommand.
+
+pub mod info;
+pub mod simulate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for commands that are planned but not built yet, and for usage errors.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code for a command that ran and failed.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// thermal-edge: anomaly detection for fixed thermal cameras at harbor sites.
+#[derive(Debug, Parser)]
+#[command(name = "edge-cli", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands of `edge-cli`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Watch a camera (or a replay) at 1 FPS and raise alerts.
+    Run(NotYet),
+    /// Train the anomaly model on normal footage.
+    Train(NotYet),
+    /// Export a checkpoint to a model bundle (ONNX f32/int8, f16 weights, parity report).
+    Export(NotYet),
+    /// Score footage with a bundle and print per-frame scores.
+    Infer(NotYet),
+    /// Set alert thresholds from normal footage to a false-alarm budget.
+    Calibrate(NotYet),
+    /// Measure detection on labelled clips.
+    Eval(NotYet),
+    /// Measure speed and memory of a bundle on this machine.
+    Bench(NotYet),
+    /// Write a simulated harbor dataset (Thermal Rare Event layout) with labelled anomalies.
+    Simulate(simulate::SimulateArgs),
+    /// Receive alerts over MQTT or a serial line (the consumer side).
+    Listen(NotYet),
+    /// Describe a source or dataset: frames, size, units, value range, labels.
+    Info(info::InfoArgs),
+}
+
+/// Arguments of a subcommand that is not available yet (accepted so `--help` works).
+#[derive(Debug, clap::Args)]
+pub struct NotYet {
+    /// Arguments for the future command.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub args: Vec<String>,
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Run(_) => "run",
+            Command::Train(_) => "train",
+            Command::Export(_) => "export",
+            Command::Infer(_) => "infer",
+            Command::Calibrate(_) => "calibrate",
+            Command::Eval(_) => "eval",
+            Command::Bench(_) => "bench",
+            Command::Simulate(_) => "simulate",
+            Command::Listen(_) => "listen",
+            Command::Info(_) => "info",
+        }
+    }
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let name = cli.command.name();
+    let result = match cli.command {
+        Command::Simulate(a) => simulate::run(&a),
+        Command::Info(a) => info::run(&a),
+        _ => {
+            eprintln!("edge-cli {name}: not yet available in this version of thermal-edge");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edge-cli {name}: error: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! thermal-edge: anomaly detection for fixed thermal cameras at harbor sites.
+//!
+//! Data flows one way: **source → frame → model → score → event → sink / display**.
+//! A lower module never imports a higher one.
+
+pub mod cli;
+pub mod frame;
+pub mod source;

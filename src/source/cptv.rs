@@ -1,0 +1,1 @@
+//! CPTV (Cacophony Project Thermal Video) decoder. (Being written.)

@@ -1,0 +1,1 @@
+//! Harbor simulator. (Being written.)

@@ -1,0 +1,1 @@
+//! Thermal Rare Event layout. (Being written.)

@@ -1,0 +1,1 @@
+//! Raw Y16 stream files. (Being written.)
