@@ -92,23 +92,53 @@ pub struct ThermalFrame {
 
 impl ThermalFrame {
     /// Builds a frame from row-major pixels; the buffer length must be `width * height`.
-    pub fn new(width: u32, height: u32, pixels: Vec<u16>, meta: FrameMeta) -> Result<Self, SizeMismatch> {
+    pub fn new(
+        width: u32,
+        height: u32,
+        pixels: Vec<u16>,
+        meta: FrameMeta,
+    ) -> Result<Self, SizeMismatch> {
         let expected = width as usize * height as usize;
         if pixels.len() != expected {
-            return Err(SizeMismatch { width, height, expected, got: pixels.len() });
+            return Err(SizeMismatch {
+                width,
+                height,
+                expected,
+                got: pixels.len(),
+            });
         }
-        Ok(Self { width, height, pixels, meta })
+        Ok(Self {
+            width,
+            height,
+            pixels,
+            meta,
+        })
     }
 
     /// An all-zero frame, e.g. as a reusable buffer for [`crate::source::FrameSource::next_into`].
     pub fn zeroed(width: u32, height: u32, meta: FrameMeta) -> Self {
-        Self { width, height, pixels: vec![0; width as usize * height as usize], meta }
+        Self {
+            width,
+            height,
+            pixels: vec![0; width as usize * height as usize],
+            meta,
+        }
     }
 
     /// Builds a frame from 8-bit grey pixels, keeping their values (units become [`Units::Gray8`]).
-    pub fn from_gray8(width: u32, height: u32, pixels: &[u8], mut meta: FrameMeta) -> Result<Self, SizeMismatch> {
+    pub fn from_gray8(
+        width: u32,
+        height: u32,
+        pixels: &[u8],
+        mut meta: FrameMeta,
+    ) -> Result<Self, SizeMismatch> {
         meta.units = Units::Gray8;
-        Self::new(width, height, pixels.iter().map(|&p| u16::from(p)).collect(), meta)
+        Self::new(
+            width,
+            height,
+            pixels.iter().map(|&p| u16::from(p)).collect(),
+            meta,
+        )
     }
 
     /// Builds a frame from an 8-bit grey image.
@@ -118,7 +148,10 @@ impl ThermalFrame {
     }
 
     /// Builds a frame from a 16-bit grey image (units as given in `meta`).
-    pub fn from_luma16(img: &image::ImageBuffer<image::Luma<u16>, Vec<u16>>, meta: FrameMeta) -> Self {
+    pub fn from_luma16(
+        img: &image::ImageBuffer<image::Luma<u16>, Vec<u16>>,
+        meta: FrameMeta,
+    ) -> Self {
         let (w, h) = img.dimensions();
         Self::new(w, h, img.as_raw().clone(), meta).expect("image buffer matches its dimensions")
     }
@@ -181,9 +214,14 @@ impl ThermalFrame {
         let data = self
             .pixels
             .iter()
-            .map(|&p| ((f32::from(p.saturating_sub(lo)) / span) * 255.0).round().clamp(0.0, 255.0) as u8)
+            .map(|&p| {
+                ((f32::from(p.saturating_sub(lo)) / span) * 255.0)
+                    .round()
+                    .clamp(0.0, 255.0) as u8
+            })
             .collect();
-        image::GrayImage::from_raw(self.width, self.height, data).expect("buffer matches dimensions")
+        image::GrayImage::from_raw(self.width, self.height, data)
+            .expect("buffer matches dimensions")
     }
 }
 
@@ -209,8 +247,10 @@ mod tests {
 
     #[test]
     fn radiometric_pixels_report_celsius() {
-        let mut meta = FrameMeta::default();
-        meta.units = Units::Centikelvin;
+        let meta = FrameMeta {
+            units: Units::Centikelvin,
+            ..FrameMeta::default()
+        };
         let f = ThermalFrame::new(2, 1, vec![27315, 30315], meta).unwrap();
         assert_eq!(f.celsius_at(0, 0), Some(0.0));
         assert!((f.celsius_at(1, 0).unwrap() - 30.0).abs() < 1e-4);

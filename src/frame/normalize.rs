@@ -70,23 +70,36 @@ impl Normalizer {
             let (a, b) = f.min_max();
             (lo.min(a), hi.max(b))
         });
-        Normalizer::MinMax { lo: f32::from(lo.min(hi)), hi: f32::from(hi) }
+        Normalizer::MinMax {
+            lo: f32::from(lo.min(hi)),
+            hi: f32::from(hi),
+        }
     }
 
     /// A sensible default for frames of the given units.
     pub fn default_for(units: Units) -> Self {
         match units {
             // A harbor scene from a cold night sky to sun-warmed quay stone and people.
-            Units::Centikelvin => Normalizer::KelvinWindow { min_c: -20.0, max_c: 40.0 },
-            Units::Counts => Normalizer::Percentile { low: 1.0, high: 99.0 },
+            Units::Centikelvin => Normalizer::KelvinWindow {
+                min_c: -20.0,
+                max_c: 40.0,
+            },
+            Units::Counts => Normalizer::Percentile {
+                low: 1.0,
+                high: 99.0,
+            },
             Units::Gray8 => Normalizer::gray8(),
         }
     }
 
     fn validate(&self) -> Result<(), NormalizeError> {
         let ok = match *self {
-            Normalizer::KelvinWindow { min_c, max_c } => min_c.is_finite() && max_c.is_finite() && max_c > min_c,
-            Normalizer::Percentile { low, high } => (0.0..=100.0).contains(&low) && (0.0..=100.0).contains(&high) && high > low,
+            Normalizer::KelvinWindow { min_c, max_c } => {
+                min_c.is_finite() && max_c.is_finite() && max_c > min_c
+            }
+            Normalizer::Percentile { low, high } => {
+                (0.0..=100.0).contains(&low) && (0.0..=100.0).contains(&high) && high > low
+            }
             Normalizer::MinMax { lo, hi } => lo.is_finite() && hi.is_finite() && hi >= lo,
         };
         if ok {
@@ -98,7 +111,11 @@ impl Normalizer {
 }
 
 /// The raw-value range a frame maps onto [−1, 1] under a normalizer.
-fn raw_range(norm: &Normalizer, frame: &ThermalFrame, hist: &mut Vec<u32>) -> Result<(f32, f32), NormalizeError> {
+fn raw_range(
+    norm: &Normalizer,
+    frame: &ThermalFrame,
+    hist: &mut Vec<u32>,
+) -> Result<(f32, f32), NormalizeError> {
     match *norm {
         Normalizer::KelvinWindow { min_c, max_c } => {
             if frame.meta.units != Units::Centikelvin {
@@ -149,9 +166,17 @@ impl Preprocessor {
     pub fn new(normalizer: Normalizer, out_w: usize, out_h: usize) -> Result<Self, NormalizeError> {
         normalizer.validate()?;
         if out_w == 0 || out_h == 0 {
-            return Err(NormalizeError::InvalidParameters(format!("output size {out_w}×{out_h}")));
+            return Err(NormalizeError::InvalidParameters(format!(
+                "output size {out_w}×{out_h}"
+            )));
         }
-        Ok(Self { normalizer, out_w, out_h, resizer: None, hist: Vec::new() })
+        Ok(Self {
+            normalizer,
+            out_w,
+            out_h,
+            resizer: None,
+            hist: Vec::new(),
+        })
     }
 
     /// The normalizer in use.
@@ -168,7 +193,12 @@ impl Preprocessor {
     pub fn run(&mut self, frame: &ThermalFrame, out: &mut [f32]) -> Result<(), NormalizeError> {
         let expected = self.out_w * self.out_h;
         if out.len() != expected {
-            return Err(NormalizeError::OutputSize { width: self.out_w, height: self.out_h, expected, got: out.len() });
+            return Err(NormalizeError::OutputSize {
+                width: self.out_w,
+                height: self.out_h,
+                expected,
+                got: out.len(),
+            });
         }
         let (lo, hi) = raw_range(&self.normalizer, frame, &mut self.hist)?;
         let (iw, ih) = (frame.width() as usize, frame.height() as usize);
@@ -183,8 +213,10 @@ impl Preprocessor {
             out.fill(0.0);
             return Ok(());
         }
-        let scale = 2.0 / span;
-        resizer.resize_map(frame.pixels(), out, |p| ((f32::from(p) - lo) * scale - 1.0).clamp(-1.0, 1.0));
+        // Divide rather than multiply by a reciprocal so the window's ends map exactly to ±1.
+        resizer.resize_map(frame.pixels(), out, |p| {
+            ((2.0 * (f32::from(p) - lo) - span) / span).clamp(-1.0, 1.0)
+        });
         Ok(())
     }
 }
@@ -195,7 +227,10 @@ mod tests {
     use crate::frame::FrameMeta;
 
     fn frame(w: u32, h: u32, px: Vec<u16>, units: Units) -> ThermalFrame {
-        let meta = FrameMeta { units, ..FrameMeta::default() };
+        let meta = FrameMeta {
+            units,
+            ..FrameMeta::default()
+        };
         ThermalFrame::new(w, h, px, meta).unwrap()
     }
 
@@ -203,7 +238,10 @@ mod tests {
     fn gray8_maps_like_the_paper() {
         let f = frame(3, 1, vec![0, 255, 51], Units::Gray8);
         let mut out = vec![0.0; 3];
-        Preprocessor::new(Normalizer::gray8(), 3, 1).unwrap().run(&f, &mut out).unwrap();
+        Preprocessor::new(Normalizer::gray8(), 3, 1)
+            .unwrap()
+            .run(&f, &mut out)
+            .unwrap();
         let expect = [-1.0, 1.0, 51.0 / 127.5 - 1.0];
         for (o, e) in out.iter().zip(expect) {
             assert!((o - e).abs() < 1e-6);
@@ -212,14 +250,25 @@ mod tests {
 
     #[test]
     fn kelvin_window_clamps_and_needs_radiometric_frames() {
-        let n = Normalizer::KelvinWindow { min_c: 0.0, max_c: 20.0 };
-        let f = frame(4, 1, vec![27315 - 500, 27315, 27315 + 1000, 27315 + 5000], Units::Centikelvin);
+        let n = Normalizer::KelvinWindow {
+            min_c: 0.0,
+            max_c: 20.0,
+        };
+        let f = frame(
+            4,
+            1,
+            vec![27315 - 500, 27315, 27315 + 1000, 27315 + 5000],
+            Units::Centikelvin,
+        );
         let mut out = vec![0.0; 4];
         let mut p = Preprocessor::new(n, 4, 1).unwrap();
         p.run(&f, &mut out).unwrap();
         assert_eq!(out, vec![-1.0, -1.0, 0.0, 1.0]);
         let counts = frame(4, 1, vec![1; 4], Units::Counts);
-        assert_eq!(p.run(&counts, &mut out), Err(NormalizeError::NotRadiometric(Units::Counts)));
+        assert_eq!(
+            p.run(&counts, &mut out),
+            Err(NormalizeError::NotRadiometric(Units::Counts))
+        );
     }
 
     #[test]
@@ -229,7 +278,17 @@ mod tests {
         px.extend([60000, 61000]);
         let f = frame(100, 1, px, Units::Counts);
         let mut out = vec![0.0; 100];
-        Preprocessor::new(Normalizer::Percentile { low: 1.0, high: 98.0 }, 100, 1).unwrap().run(&f, &mut out).unwrap();
+        Preprocessor::new(
+            Normalizer::Percentile {
+                low: 1.0,
+                high: 98.0,
+            },
+            100,
+            1,
+        )
+        .unwrap()
+        .run(&f, &mut out)
+        .unwrap();
         assert_eq!(out[0], -1.0);
         assert_eq!(out[97], 1.0);
         assert_eq!(out[98], 1.0);
@@ -240,14 +299,30 @@ mod tests {
     fn clip_min_max_spans_all_frames() {
         let a = frame(2, 1, vec![100, 200], Units::Counts);
         let b = frame(2, 1, vec![50, 150], Units::Counts);
-        assert_eq!(Normalizer::clip_min_max([&a, &b]), Normalizer::MinMax { lo: 50.0, hi: 200.0 });
+        assert_eq!(
+            Normalizer::clip_min_max([&a, &b]),
+            Normalizer::MinMax {
+                lo: 50.0,
+                hi: 200.0
+            }
+        );
     }
 
     #[test]
     fn resizes_and_stays_in_range_and_is_deterministic() {
-        let px: Vec<u16> = (0..160 * 120).map(|i| (2000 + (i * 7919) % 2000) as u16).collect();
+        let px: Vec<u16> = (0..160 * 120)
+            .map(|i| (2000 + (i * 7919) % 2000) as u16)
+            .collect();
         let f = frame(160, 120, px, Units::Counts);
-        let mut p = Preprocessor::new(Normalizer::Percentile { low: 1.0, high: 99.0 }, 64, 48).unwrap();
+        let mut p = Preprocessor::new(
+            Normalizer::Percentile {
+                low: 1.0,
+                high: 99.0,
+            },
+            64,
+            48,
+        )
+        .unwrap();
         let mut a = vec![0.0; 64 * 48];
         let mut b = vec![0.0; 64 * 48];
         p.run(&f, &mut a).unwrap();
@@ -255,25 +330,41 @@ mod tests {
         assert_eq!(a, b);
         assert!(a.iter().all(|v| (-1.0..=1.0).contains(v)));
         let mut up = vec![0.0; 320 * 240];
-        Preprocessor::new(Normalizer::gray8(), 320, 240).unwrap().run(&f, &mut up).unwrap();
+        Preprocessor::new(Normalizer::gray8(), 320, 240)
+            .unwrap()
+            .run(&f, &mut up)
+            .unwrap();
         assert!(up.iter().all(|v| (-1.0..=1.0).contains(v)));
     }
 
     #[test]
     fn bad_parameters_and_buffers_are_errors() {
-        assert!(Preprocessor::new(Normalizer::Percentile { low: 50.0, high: 10.0 }, 4, 4).is_err());
+        assert!(Preprocessor::new(
+            Normalizer::Percentile {
+                low: 50.0,
+                high: 10.0
+            },
+            4,
+            4
+        )
+        .is_err());
         assert!(Preprocessor::new(Normalizer::gray8(), 0, 4).is_err());
         let f = frame(2, 2, vec![0; 4], Units::Gray8);
         let mut out = vec![0.0; 3];
         assert!(matches!(
-            Preprocessor::new(Normalizer::gray8(), 2, 2).unwrap().run(&f, &mut out),
+            Preprocessor::new(Normalizer::gray8(), 2, 2)
+                .unwrap()
+                .run(&f, &mut out),
             Err(NormalizeError::OutputSize { .. })
         ));
     }
 
     #[test]
     fn normalizer_serializes_with_a_kind_tag() {
-        let n = Normalizer::KelvinWindow { min_c: -5.0, max_c: 30.0 };
+        let n = Normalizer::KelvinWindow {
+            min_c: -5.0,
+            max_c: 30.0,
+        };
         let s = serde_json::to_string(&n).unwrap();
         assert!(s.contains("\"kind\":\"kelvin-window\""), "{s}");
         assert_eq!(serde_json::from_str::<Normalizer>(&s).unwrap(), n);

@@ -33,7 +33,11 @@ impl Axis {
                     let overlap = (b.min((j + 1) as f64) - a.max(j as f64)).max(0.0);
                     weights.push((overlap / s) as f32);
                 }
-                spans.push(Span { start: first, len: last - first, woff });
+                spans.push(Span {
+                    start: first,
+                    len: last - first,
+                    woff,
+                });
             }
         } else {
             let s = n_in as f64 / n_out as f64;
@@ -45,10 +49,18 @@ impl Axis {
                 if j + 1 < n_in && t > 0.0 {
                     weights.push((1.0 - t) as f32);
                     weights.push(t as f32);
-                    spans.push(Span { start: j, len: 2, woff });
+                    spans.push(Span {
+                        start: j,
+                        len: 2,
+                        woff,
+                    });
                 } else {
                     weights.push(1.0);
-                    spans.push(Span { start: j, len: 1, woff });
+                    spans.push(Span {
+                        start: j,
+                        len: 1,
+                        woff,
+                    });
                 }
             }
         }
@@ -71,7 +83,10 @@ pub struct Resizer {
 impl Resizer {
     /// Prepares weights and scratch space for resizing `in_w×in_h` to `out_w×out_h`.
     pub fn new(in_w: usize, in_h: usize, out_w: usize, out_h: usize) -> Self {
-        assert!(in_w > 0 && in_h > 0 && out_w > 0 && out_h > 0, "resize sizes must be non-zero");
+        assert!(
+            in_w > 0 && in_h > 0 && out_w > 0 && out_h > 0,
+            "resize sizes must be non-zero"
+        );
         Self {
             in_w,
             in_h,
@@ -104,7 +119,11 @@ impl Resizer {
             let trow = &mut self.tmp[r * self.out_w..(r + 1) * self.out_w];
             for (o, sp) in trow.iter_mut().zip(&self.x.spans) {
                 let w = &self.x.weights[sp.woff..sp.woff + sp.len];
-                *o = row[sp.start..sp.start + sp.len].iter().zip(w).map(|(&v, &w)| map(v) * w).sum();
+                *o = row[sp.start..sp.start + sp.len]
+                    .iter()
+                    .zip(w)
+                    .map(|(&v, &w)| map(v) * w)
+                    .sum();
             }
         }
         // Vertical pass.
@@ -153,7 +172,10 @@ mod tests {
     fn area_shrink_by_non_integer_factor_weights_overlaps() {
         // 3 -> 2: output 0 covers [0,1.5): (a + b/2)/1.5; output 1 covers [1.5,3): (b/2 + c)/1.5.
         let out = run(&[3.0, 6.0, 9.0], 3, 1, 2, 1);
-        assert!((out[0] - 4.0).abs() < 1e-5 && (out[1] - 8.0).abs() < 1e-5, "{out:?}");
+        assert!(
+            (out[0] - 4.0).abs() < 1e-5 && (out[1] - 8.0).abs() < 1e-5,
+            "{out:?}"
+        );
     }
 
     #[test]
@@ -175,7 +197,9 @@ mod tests {
     fn constant_image_stays_constant_both_ways() {
         let src = vec![0.5f32; 7 * 5];
         for (ow, oh) in [(3, 2), (20, 13), (7, 9)] {
-            assert!(run(&src, 7, 5, ow, oh).iter().all(|&v| (v - 0.5).abs() < 1e-6));
+            assert!(run(&src, 7, 5, ow, oh)
+                .iter()
+                .all(|&v| (v - 0.5).abs() < 1e-6));
         }
     }
 }

@@ -42,7 +42,9 @@ impl FromStr for Units {
             "centikelvin" | "ck" => Ok(Units::Centikelvin),
             "counts" | "raw" => Ok(Units::Counts),
             "gray8" | "8bit" | "8-bit" => Ok(Units::Gray8),
-            _ => Err(format!("unknown units '{s}' (expected centikelvin, counts or gray8)")),
+            _ => Err(format!(
+                "unknown units '{s}' (expected centikelvin, counts or gray8)"
+            )),
         }
     }
 }
@@ -75,7 +77,10 @@ mod tests {
     fn celsius_round_trips_through_centikelvin() {
         for c in [-40.0f32, -10.5, 0.0, 21.37, 80.0, 150.0] {
             let ck = celsius_to_centikelvin(c);
-            assert!((centikelvin_to_celsius(ck) - c).abs() <= 0.005 + 1e-4, "{c} -> {ck}");
+            assert!(
+                (centikelvin_to_celsius(ck) - c).abs() <= 0.005 + 1e-4,
+                "{c} -> {ck}"
+            );
         }
         assert_eq!(celsius_to_centikelvin(0.0), 27315);
         assert_eq!(celsius_to_centikelvin(-300.0), 0);

@@ -7,6 +7,7 @@ pub mod labels;
 pub mod npy;
 pub mod open;
 pub mod simulator;
+pub mod summary;
 pub mod tre;
 #[cfg(feature = "v4l")]
 pub mod v4l;
@@ -63,17 +64,27 @@ pub enum SourceError {
 impl SourceError {
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
-        SourceError::Io { path: path.into(), source }
+        SourceError::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     /// A format error on `path`.
     pub fn invalid(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
-        SourceError::Invalid { path: path.into(), detail: detail.into() }
+        SourceError::Invalid {
+            path: path.into(),
+            detail: detail.into(),
+        }
     }
 
     /// An error in frame `index` of `path`.
     pub fn bad_frame(path: impl Into<PathBuf>, index: usize, detail: impl Into<String>) -> Self {
-        SourceError::BadFrame { path: path.into(), index, detail: detail.into() }
+        SourceError::BadFrame {
+            path: path.into(),
+            index,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -117,8 +128,19 @@ pub trait FrameSource {
     /// Reads the next frame into a new buffer; `Ok(None)` at the end of a replay.
     fn next_frame(&mut self) -> Result<Option<ThermalFrame>, SourceError> {
         let info = self.info();
-        let mut f = ThermalFrame::zeroed(info.width, info.height, FrameMeta { units: info.units, ..FrameMeta::default() });
-        Ok(if self.next_into(&mut f)? { Some(f) } else { None })
+        let mut f = ThermalFrame::zeroed(
+            info.width,
+            info.height,
+            FrameMeta {
+                units: info.units,
+                ..FrameMeta::default()
+            },
+        );
+        Ok(if self.next_into(&mut f)? {
+            Some(f)
+        } else {
+            None
+        })
     }
 
     /// Per-frame labels ([`label`]) when the source carries ground truth.
@@ -156,13 +178,20 @@ pub struct MonotonicClock {
 
 impl MonotonicClock {
     /// Accepts `timestamp_us` for frame `index` of `path` if it does not go back in time.
-    pub fn check(&mut self, path: &Path, index: usize, timestamp_us: i64) -> Result<(), SourceError> {
+    pub fn check(
+        &mut self,
+        path: &Path,
+        index: usize,
+        timestamp_us: i64,
+    ) -> Result<(), SourceError> {
         if let Some(prev) = self.last {
             if timestamp_us < prev {
                 return Err(SourceError::bad_frame(
                     path,
                     index,
-                    format!("timestamp {timestamp_us} µs goes back in time (previous frame {prev} µs)"),
+                    format!(
+                        "timestamp {timestamp_us} µs goes back in time (previous frame {prev} µs)"
+                    ),
                 ));
             }
         }
@@ -181,6 +210,9 @@ mod tests {
         c.check(Path::new("a.cptv"), 0, 100).unwrap();
         c.check(Path::new("a.cptv"), 1, 100).unwrap();
         let e = c.check(Path::new("a.cptv"), 2, 50).unwrap_err().to_string();
-        assert!(e.contains("a.cptv") && e.contains("frame 2") && e.contains("back in time"), "{e}");
+        assert!(
+            e.contains("a.cptv") && e.contains("frame 2") && e.contains("back in time"),
+            "{e}"
+        );
     }
 }

@@ -55,7 +55,9 @@ pub struct NpyArray {
 }
 
 fn header_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
-    let k = header.find(&format!("'{key}'")).or_else(|| header.find(&format!("\"{key}\"")))?;
+    let k = header
+        .find(&format!("'{key}'"))
+        .or_else(|| header.find(&format!("\"{key}\"")))?;
     let rest = &header[k + key.len() + 2..];
     let colon = rest.find(':')?;
     Some(rest[colon + 1..].trim_start())
@@ -64,10 +66,17 @@ fn header_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
 fn parse_header(header: &str, path: &Path) -> Result<(String, bool, Vec<usize>), SourceError> {
     let bad = |d: &str| SourceError::invalid(path, format!("npy header {d}: {header:?}"));
     let descr_v = header_value(header, "descr").ok_or_else(|| bad("has no 'descr'"))?;
-    let quote = descr_v.chars().next().filter(|c| *c == '\'' || *c == '"').ok_or_else(|| bad("has a non-string 'descr'"))?;
-    let end = descr_v[1..].find(quote).ok_or_else(|| bad("has an unterminated 'descr'"))?;
+    let quote = descr_v
+        .chars()
+        .next()
+        .filter(|c| *c == '\'' || *c == '"')
+        .ok_or_else(|| bad("has a non-string 'descr'"))?;
+    let end = descr_v[1..]
+        .find(quote)
+        .ok_or_else(|| bad("has an unterminated 'descr'"))?;
     let descr = descr_v[1..1 + end].to_string();
-    let fortran_v = header_value(header, "fortran_order").ok_or_else(|| bad("has no 'fortran_order'"))?;
+    let fortran_v =
+        header_value(header, "fortran_order").ok_or_else(|| bad("has no 'fortran_order'"))?;
     let fortran = if fortran_v.starts_with("True") {
         true
     } else if fortran_v.starts_with("False") {
@@ -79,14 +88,19 @@ fn parse_header(header: &str, path: &Path) -> Result<(String, bool, Vec<usize>),
     if !shape_v.starts_with('(') {
         return Err(bad("has a non-tuple 'shape'"));
     }
-    let close = shape_v.find(')').ok_or_else(|| bad("has an unterminated 'shape'"))?;
+    let close = shape_v
+        .find(')')
+        .ok_or_else(|| bad("has an unterminated 'shape'"))?;
     let mut shape = Vec::new();
     for part in shape_v[1..close].split(',') {
         let p = part.trim();
         if p.is_empty() {
             continue;
         }
-        shape.push(p.parse::<usize>().map_err(|_| bad("has a non-integer dimension"))?);
+        shape.push(
+            p.parse::<usize>()
+                .map_err(|_| bad("has a non-integer dimension"))?,
+        );
     }
     Ok((descr, fortran, shape))
 }
@@ -94,7 +108,10 @@ fn parse_header(header: &str, path: &Path) -> Result<(String, bool, Vec<usize>),
 /// Parses `.npy` bytes; `path` is only used in error messages.
 pub fn parse_npy(bytes: &[u8], path: &Path) -> Result<NpyArray, SourceError> {
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
-        return Err(SourceError::invalid(path, "not a NumPy .npy file (bad magic)"));
+        return Err(SourceError::invalid(
+            path,
+            "not a NumPy .npy file (bad magic)",
+        ));
     }
     let major = bytes[6];
     let (hlen, hstart) = match major {
@@ -103,18 +120,32 @@ pub fn parse_npy(bytes: &[u8], path: &Path) -> Result<NpyArray, SourceError> {
             if bytes.len() < 12 {
                 return Err(SourceError::invalid(path, "truncated .npy header"));
             }
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
         }
-        v => return Err(SourceError::invalid(path, format!("unsupported .npy format version {v}"))),
+        v => {
+            return Err(SourceError::invalid(
+                path,
+                format!("unsupported .npy format version {v}"),
+            ))
+        }
     };
     if hlen > MAX_HEADER || hstart + hlen > bytes.len() {
-        return Err(SourceError::invalid(path, format!("truncated .npy header ({hlen} bytes declared)")));
+        return Err(SourceError::invalid(
+            path,
+            format!("truncated .npy header ({hlen} bytes declared)"),
+        ));
     }
     let header = std::str::from_utf8(&bytes[hstart..hstart + hlen])
         .map_err(|_| SourceError::invalid(path, "npy header is not text"))?;
     let (descr, fortran, shape) = parse_header(header, path)?;
     if fortran {
-        return Err(SourceError::invalid(path, "Fortran-order arrays are not supported (save with C order)"));
+        return Err(SourceError::invalid(
+            path,
+            "Fortran-order arrays are not supported (save with C order)",
+        ));
     }
     let count = shape
         .iter()
@@ -124,24 +155,53 @@ pub fn parse_npy(bytes: &[u8], path: &Path) -> Result<NpyArray, SourceError> {
     let (size, _) = dtype_size(&descr).ok_or_else(|| {
         SourceError::invalid(path, format!("unsupported npy dtype '{descr}' (expected u1, u2, i1-i8, b1, f4 or f8, little-endian)"))
     })?;
-    let need = count.checked_mul(size).ok_or_else(|| SourceError::invalid(path, "npy shape is too large"))?;
+    let need = count
+        .checked_mul(size)
+        .ok_or_else(|| SourceError::invalid(path, "npy shape is too large"))?;
     if body.len() < need {
         return Err(SourceError::invalid(
             path,
-            format!("truncated .npy data: shape {shape:?} of '{descr}' needs {need} bytes, file has {}", body.len()),
+            format!(
+                "truncated .npy data: shape {shape:?} of '{descr}' needs {need} bytes, file has {}",
+                body.len()
+            ),
         ));
     }
     let body = &body[..need];
     let data = match descr.trim_start_matches(['<', '|', '=']) {
         "u1" => NpyData::U8(body.to_vec()),
-        "u2" => NpyData::U16(body.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect()),
+        "u2" => NpyData::U16(
+            body.chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect(),
+        ),
         "i1" => NpyData::Int(body.iter().map(|&b| i64::from(b as i8)).collect()),
         "b1" => NpyData::Int(body.iter().map(|&b| i64::from(b != 0)).collect()),
-        "i2" => NpyData::Int(body.chunks_exact(2).map(|c| i64::from(i16::from_le_bytes([c[0], c[1]]))).collect()),
-        "i4" => NpyData::Int(body.chunks_exact(4).map(|c| i64::from(i32::from_le_bytes(c.try_into().expect("4 bytes")))).collect()),
-        "i8" => NpyData::Int(body.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()),
-        "f4" => NpyData::Float(body.chunks_exact(4).map(|c| f64::from(f32::from_le_bytes(c.try_into().expect("4 bytes")))).collect()),
-        "f8" => NpyData::Float(body.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()),
+        "i2" => NpyData::Int(
+            body.chunks_exact(2)
+                .map(|c| i64::from(i16::from_le_bytes([c[0], c[1]])))
+                .collect(),
+        ),
+        "i4" => NpyData::Int(
+            body.chunks_exact(4)
+                .map(|c| i64::from(i32::from_le_bytes(c.try_into().expect("4 bytes"))))
+                .collect(),
+        ),
+        "i8" => NpyData::Int(
+            body.chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect(),
+        ),
+        "f4" => NpyData::Float(
+            body.chunks_exact(4)
+                .map(|c| f64::from(f32::from_le_bytes(c.try_into().expect("4 bytes"))))
+                .collect(),
+        ),
+        "f8" => NpyData::Float(
+            body.chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect(),
+        ),
         _ => unreachable!("dtype_size accepted only the types above"),
     };
     Ok(NpyArray { shape, data, descr })
@@ -181,7 +241,11 @@ pub fn read_npy(path: &Path) -> Result<NpyArray, SourceError> {
 fn header_bytes(descr: &str, shape: &[usize]) -> Vec<u8> {
     let dims = match shape {
         [d] => format!("{d},"),
-        _ => shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+        _ => shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
     };
     let mut h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({dims}), }}");
     // Pad so that magic + version + length + header + '\n' is a multiple of 64, as NumPy does.
@@ -198,7 +262,11 @@ fn header_bytes(descr: &str, shape: &[usize]) -> Vec<u8> {
 
 /// Encodes a u8 array as `.npy` bytes.
 pub fn encode_u8(shape: &[usize], data: &[u8]) -> Vec<u8> {
-    assert_eq!(shape.iter().product::<usize>(), data.len(), "npy shape matches data");
+    assert_eq!(
+        shape.iter().product::<usize>(),
+        data.len(),
+        "npy shape matches data"
+    );
     let mut out = header_bytes("|u1", shape);
     out.extend_from_slice(data);
     out
@@ -206,7 +274,11 @@ pub fn encode_u8(shape: &[usize], data: &[u8]) -> Vec<u8> {
 
 /// Encodes a u16 array as `.npy` bytes (little-endian).
 pub fn encode_u16(shape: &[usize], data: &[u16]) -> Vec<u8> {
-    assert_eq!(shape.iter().product::<usize>(), data.len(), "npy shape matches data");
+    assert_eq!(
+        shape.iter().product::<usize>(),
+        data.len(),
+        "npy shape matches data"
+    );
     let mut out = header_bytes("<u2", shape);
     for v in data {
         out.extend_from_slice(&v.to_le_bytes());
@@ -236,15 +308,29 @@ impl NpySource {
     pub fn open(path: &Path, units: Option<Units>) -> Result<Self, SourceError> {
         let arr = read_npy(path)?;
         let [t, h, w] = arr.shape[..] else {
-            return Err(SourceError::invalid(path, format!("expected a (frames, height, width) array, got shape {:?}", arr.shape)));
+            return Err(SourceError::invalid(
+                path,
+                format!(
+                    "expected a (frames, height, width) array, got shape {:?}",
+                    arr.shape
+                ),
+            ));
         };
         if h == 0 || w == 0 || h > u16::MAX as usize || w > u16::MAX as usize {
-            return Err(SourceError::invalid(path, format!("unusable frame size {w}×{h}")));
+            return Err(SourceError::invalid(
+                path,
+                format!("unusable frame size {w}×{h}"),
+            ));
         }
         let default_units = match &arr.data {
             NpyData::U8(_) => Units::Gray8,
             NpyData::U16(_) => Units::Counts,
-            _ => return Err(SourceError::invalid(path, format!("frames must be u1 or u2, got '{}'", arr.descr))),
+            _ => {
+                return Err(SourceError::invalid(
+                    path,
+                    format!("frames must be u1 or u2, got '{}'", arr.descr),
+                ))
+            }
         };
         let labels = labels::find_labels_for(path, t)?;
         let name = path.display().to_string();
@@ -266,11 +352,26 @@ impl NpySource {
         })
     }
 
+    /// Sets the frame rate, which spaces the frames' timestamps.
+    pub fn with_fps(mut self, fps: f32) -> Result<Self, SourceError> {
+        if !(fps.is_finite() && fps > 0.0) {
+            return Err(SourceError::invalid(
+                &self.path,
+                format!("frame rate must be positive, got {fps}"),
+            ));
+        }
+        self.info.fps = Some(fps);
+        Ok(self)
+    }
+
     /// Attaches per-frame labels, checking their count.
     pub fn with_labels(mut self, labels: Vec<i8>) -> Result<Self, SourceError> {
         let t = self.info.frame_count.unwrap_or(0);
         if labels.len() != t {
-            return Err(SourceError::invalid(&self.path, format!("{} labels for {t} frames", labels.len())));
+            return Err(SourceError::invalid(
+                &self.path,
+                format!("{} labels for {t} frames", labels.len()),
+            ));
         }
         self.labels = Some(labels);
         Ok(self)
@@ -293,13 +394,17 @@ impl FrameSource for NpySource {
         frame.reshape(w, h);
         let dst = frame.pixels_mut();
         match &self.data {
-            NpyData::U8(v) => dst.iter_mut().zip(&v[i * n..(i + 1) * n]).for_each(|(d, &s)| *d = u16::from(s)),
+            NpyData::U8(v) => dst
+                .iter_mut()
+                .zip(&v[i * n..(i + 1) * n])
+                .for_each(|(d, &s)| *d = u16::from(s)),
             NpyData::U16(v) => dst.copy_from_slice(&v[i * n..(i + 1) * n]),
             _ => unreachable!("open accepts only u8/u16"),
         }
         frame.meta = FrameMeta {
             seq: i as u64,
-            timestamp_us: 0,
+            // Without a known rate, frames are spaced one second apart.
+            timestamp_us: (i as f64 * 1e6 / f64::from(self.info.fps.unwrap_or(1.0))).round() as i64,
             source: self.source.clone(),
             units: self.info.units,
             ..FrameMeta::default()
@@ -333,7 +438,9 @@ mod tests {
     #[test]
     fn reads_numpy_written_header_with_int64() {
         // Header exactly as numpy 1.x writes np.array([0, 1, 1], dtype=np.int64).
-        let mut bytes = b"\x93NUMPY\x01\x00v\x00{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }".to_vec();
+        let mut bytes =
+            b"\x93NUMPY\x01\x00v\x00{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }"
+                .to_vec();
         while bytes.len() < 127 {
             bytes.push(b' ');
         }
@@ -349,18 +456,26 @@ mod tests {
     fn truncated_and_corrupt_files_name_the_file() {
         let p = Path::new("clip.npy");
         let good = encode_u16(&[2, 2, 2], &[1; 8]);
-        let e = parse_npy(&good[..good.len() - 3], p).unwrap_err().to_string();
+        let e = parse_npy(&good[..good.len() - 3], p)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("clip.npy") && e.contains("truncated"), "{e}");
         let e = parse_npy(b"hello world", p).unwrap_err().to_string();
         assert!(e.contains("bad magic"), "{e}");
         let mut big_endian = good.clone();
         let pos = big_endian.windows(3).position(|w| w == b"<u2").unwrap();
         big_endian[pos] = b'>';
-        assert!(parse_npy(&big_endian, p).unwrap_err().to_string().contains("unsupported npy dtype"));
+        assert!(parse_npy(&big_endian, p)
+            .unwrap_err()
+            .to_string()
+            .contains("unsupported npy dtype"));
         let mut fortran = good;
         let pos = fortran.windows(5).position(|w| w == b"False").unwrap();
         fortran[pos..pos + 5].copy_from_slice(b"True ");
-        assert!(parse_npy(&fortran, p).unwrap_err().to_string().contains("Fortran"));
+        assert!(parse_npy(&fortran, p)
+            .unwrap_err()
+            .to_string()
+            .contains("Fortran"));
     }
 
     #[test]
@@ -369,7 +484,10 @@ mod tests {
         let p = dir.path().join("s.npy");
         write_npy(&p, &encode_u16(&[2, 1, 3], &[1, 2, 3, 4, 5, 6])).unwrap();
         let mut s = NpySource::open(&p, None).unwrap();
-        assert_eq!((s.info().width, s.info().height, s.info().frame_count), (3, 1, Some(2)));
+        assert_eq!(
+            (s.info().width, s.info().height, s.info().frame_count),
+            (3, 1, Some(2))
+        );
         let f0 = s.next_frame().unwrap().unwrap();
         let f1 = s.next_frame().unwrap().unwrap();
         assert_eq!(f0.pixels(), &[1, 2, 3]);
@@ -378,6 +496,9 @@ mod tests {
         assert!(s.next_frame().unwrap().is_none());
         let q = dir.path().join("flat.npy");
         write_npy(&q, &encode_u16(&[6], &[1; 6])).unwrap();
-        assert!(NpySource::open(&q, None).unwrap_err().to_string().contains("(frames, height, width)"));
+        assert!(NpySource::open(&q, None)
+            .unwrap_err()
+            .to_string()
+            .contains("(frames, height, width)"));
     }
 }
