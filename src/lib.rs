@@ -5,4 +5,6 @@
 
 pub mod cli;
 pub mod frame;
+pub mod model;
+pub mod rng;
 pub mod source;

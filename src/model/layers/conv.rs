@@ -1,0 +1,64 @@
+//! 2-D convolution and transposed convolution (stride 1 / stride 2 upsampling), NCHW.
+
+use candle_core::{Result, Tensor};
+
+use crate::model::params::{Builder, Init, ParamError};
+
+/// Conv2d with bias, stride 1, "same" padding for odd kernels unless given.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    /// Weight (out, in, k, k).
+    pub weight: Tensor,
+    /// Bias (out).
+    pub bias: Tensor,
+    /// Zero padding on every side.
+    pub padding: usize,
+    /// Dilation of the kernel.
+    pub dilation: usize,
+}
+
+impl Conv2d {
+    /// A k×k convolution `cin → cout` with PyTorch's default init (U(±1/√fan_in)).
+    pub fn new(b: Builder<'_>, cin: usize, cout: usize, k: usize) -> std::result::Result<Self, ParamError> {
+        let bound = 1.0 / ((cin * k * k) as f32).sqrt();
+        Ok(Self {
+            weight: b.param("weight", &[cout, cin, k, k], Init::Uniform(bound))?,
+            bias: b.param("bias", &[cout], Init::Uniform(bound))?,
+            padding: k / 2,
+            dilation: 1,
+        })
+    }
+
+    /// Applies the convolution.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.conv2d(&self.weight, self.padding, 1, self.dilation, 1)?;
+        y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)
+    }
+}
+
+/// ConvTranspose2d(k3, s2, p1, output_padding 1): doubles height and width, as MNAD's decoder.
+#[derive(Debug, Clone)]
+pub struct ConvTranspose2d {
+    /// Weight (in, out, 3, 3), PyTorch's layout.
+    pub weight: Tensor,
+    /// Bias (out).
+    pub bias: Tensor,
+}
+
+impl ConvTranspose2d {
+    /// A ×2 upsampling transposed convolution `cin → cout`.
+    pub fn new(b: Builder<'_>, cin: usize, cout: usize) -> std::result::Result<Self, ParamError> {
+        // PyTorch computes fan_in of a transposed conv from weight.size(1) = cout.
+        let bound = 1.0 / ((cout * 9) as f32).sqrt();
+        Ok(Self {
+            weight: b.param("weight", &[cin, cout, 3, 3], Init::Uniform(bound))?,
+            bias: b.param("bias", &[cout], Init::Uniform(bound))?,
+        })
+    }
+
+    /// Applies the transposed convolution.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.conv_transpose2d(&self.weight, 1, 1, 2, 1)?;
+        y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)
+    }
+}
