@@ -37,8 +37,9 @@ pub const MAX_DIMENSION: u32 = 4096;
 const MAX_DECOMPRESSED: u64 = 1 << 30;
 /// Frame rate assumed when the header has none (Cacophony's nominal Lepton rate).
 pub const DEFAULT_FPS: f32 = 9.0;
-/// Header timestamps past this (about year 2116) are garbage, not recording times.
-const MAX_TIMESTAMP_US: u64 = 1 << 62;
+/// Header timestamps past 2^53 µs (year 2255) are corrupt, not recording times; the bound also
+/// keeps `timestamp + frame offset` far from overflow.
+const MAX_TIMESTAMP_US: u64 = 1 << 53;
 
 /// Section and field codes.
 mod code {
@@ -414,7 +415,8 @@ fn parse(raw: &[u8], path: &Path) -> Result<Parsed, SourceError> {
                 header.width, header.height
             )));
         }
-        // Some writers declare (and store) more bytes than the packing needs; readers ignore the rest.
+        // Some writers store more bytes than the packing needs (DOC-AI firmware's 16-bit frames
+        // declare 8 bytes a pixel); the reference readers decode the start and skip the rest.
         let rem = r.remaining();
         let data_start = r.pos;
         r.take(size as usize).ok_or_else(|| {
