@@ -20,20 +20,27 @@ fn data_dir() -> PathBuf {
 }
 
 /// Per-frame reference fields of a clip's labels JSON: (is_background_frame, ms_since_ffc).
-fn reference_frame_fields(json: &Path) -> Vec<(bool, Option<u64>)> {
-    let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(json).unwrap()).unwrap();
-    let bg = v
-        .pointer("/per_frame/is_background_frame")
-        .and_then(|a| a.as_array())
-        .unwrap();
-    let ffc = v
-        .pointer("/per_frame/ms_since_ffc")
-        .and_then(|a| a.as_array())
-        .unwrap();
-    bg.iter()
+fn reference_frame_fields(json: &Path) -> Result<Vec<(bool, Option<u64>)>, String> {
+    let text = fs::read_to_string(json).map_err(|e| format!("{}: {e}", json.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", json.display()))?;
+    let array = |key: &str| {
+        v.pointer(&format!("/per_frame/{key}"))
+            .and_then(|a| a.as_array())
+            .ok_or_else(|| format!("{}: no per_frame.{key} array", json.display()))
+    };
+    let (bg, ffc) = (array("is_background_frame")?, array("ms_since_ffc")?);
+    if bg.len() != ffc.len() {
+        return Err(format!(
+            "{}: per_frame arrays differ in length",
+            json.display()
+        ));
+    }
+    Ok(bg
+        .iter()
         .zip(ffc)
-        .map(|(b, f)| (b.as_bool().unwrap(), f.as_u64()))
-        .collect()
+        .map(|(b, f)| (b.as_bool() == Some(true), f.as_u64()))
+        .collect())
 }
 
 /// Compares one clip; returns (frames compared, labels checked) or a description of the mismatch.
@@ -94,7 +101,14 @@ fn check_clip(dir: &Path, cptv: &Path) -> Result<(usize, bool), String> {
     if labels.len() != n {
         return Err(format!("{id}: {} labels for {n} frames", labels.len()));
     }
-    for (i, (bg, ffc)) in reference_frame_fields(&labels_json).into_iter().enumerate() {
+    let reference = reference_frame_fields(&labels_json)?;
+    if reference.len() != n {
+        return Err(format!(
+            "{id}: labels JSON describes {} frames, clip has {n}",
+            reference.len()
+        ));
+    }
+    for (i, (bg, ffc)) in reference.into_iter().enumerate() {
         if src.is_background_frame(i) != bg {
             return Err(format!(
                 "{id}: frame {i}: background flag {} but labels say {bg}",
