@@ -268,7 +268,7 @@ pub fn y16_into(
     Ok(())
 }
 
-/// Copies 8-bit samples at `offset + step * x` of each row into `dst` as values 0..=255.
+/// Copies the 8-bit (luma) samples of each row into `dst` as values 0..=255.
 fn bytes_into(
     format: PixelFormat,
     src: &[u8],
@@ -276,9 +276,13 @@ fn bytes_into(
     height: u32,
     bytes_per_line: usize,
     dst: &mut [u16],
-    offset: usize,
-    step: usize,
 ) -> Result<(), ConvertError> {
+    // Where the luma byte of pixel x sits: offset + step * x.
+    let (offset, step) = match format {
+        PixelFormat::Yuyv => (0, 2),
+        PixelFormat::Uyvy => (1, 2),
+        _ => (0, 1),
+    };
     let stride = check(format, src, width, height, bytes_per_line, dst)?;
     if width == 0 {
         return Ok(());
@@ -300,16 +304,7 @@ pub fn grey_into(
     bytes_per_line: usize,
     dst: &mut [u16],
 ) -> Result<(), ConvertError> {
-    bytes_into(
-        PixelFormat::Grey,
-        src,
-        width,
-        height,
-        bytes_per_line,
-        dst,
-        0,
-        1,
-    )
+    bytes_into(PixelFormat::Grey, src, width, height, bytes_per_line, dst)
 }
 
 /// Takes the luma of a YUYV buffer (bytes 0 and 2 of every 4) into `dst`.
@@ -320,16 +315,7 @@ pub fn yuyv_luma_into(
     bytes_per_line: usize,
     dst: &mut [u16],
 ) -> Result<(), ConvertError> {
-    bytes_into(
-        PixelFormat::Yuyv,
-        src,
-        width,
-        height,
-        bytes_per_line,
-        dst,
-        0,
-        2,
-    )
+    bytes_into(PixelFormat::Yuyv, src, width, height, bytes_per_line, dst)
 }
 
 /// Takes the luma of a UYVY buffer (bytes 1 and 3 of every 4) into `dst`.
@@ -340,20 +326,12 @@ pub fn uyvy_luma_into(
     bytes_per_line: usize,
     dst: &mut [u16],
 ) -> Result<(), ConvertError> {
-    bytes_into(
-        PixelFormat::Uyvy,
-        src,
-        width,
-        height,
-        bytes_per_line,
-        dst,
-        1,
-        2,
-    )
+    bytes_into(PixelFormat::Uyvy, src, width, height, bytes_per_line, dst)
 }
 
 /// Takes the Y plane of a planar or semi-planar 4:2:0 buffer (YV12, YU12, NV12: the Y plane
 /// comes first in all three) into `dst`; the chroma planes are neither read nor required.
+/// Other formats are converted as [`convert_into`] does.
 pub fn planar_luma_into(
     format: PixelFormat,
     src: &[u8],
@@ -362,7 +340,12 @@ pub fn planar_luma_into(
     bytes_per_line: usize,
     dst: &mut [u16],
 ) -> Result<(), ConvertError> {
-    bytes_into(format, src, width, height, bytes_per_line, dst, 0, 1)
+    match format {
+        PixelFormat::Yvu420 | PixelFormat::Yuv420 | PixelFormat::Nv12 => {
+            bytes_into(format, src, width, height, bytes_per_line, dst)
+        }
+        other => convert_into(other, src, width, height, bytes_per_line, dst),
+    }
 }
 
 /// Converts the first `height` rows of a buffer in `format` into `dst`, which must hold
