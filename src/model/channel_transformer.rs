@@ -48,7 +48,11 @@ impl PaperLayer {
     fn forward(&self, r: &Tensor) -> Result<Tensor> {
         let (bsz, c, dt) = r.dims3()?;
         let x = self.ln1.forward(r)?;
-        let split = |t: Tensor, d: usize| t.reshape((bsz, c, self.heads, d))?.transpose(1, 2)?.contiguous();
+        let split = |t: Tensor, d: usize| {
+            t.reshape((bsz, c, self.heads, d))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
         let q = split(self.q.forward(&x)?, self.d_q)?;
         let k = split(self.k.forward(&x)?, self.d_q)?;
         let v = split(self.v.forward(&x)?, dt)?;
@@ -56,7 +60,9 @@ impl PaperLayer {
         let att = softmax(&att, D::Minus1)?;
         let heads = att.matmul(&v)?; // (B, H, C, d_t)
         let p = (r + heads.sum(1)?)?;
-        let m = self.fc2.forward(&self.fc1.forward(&self.ln2.forward(&p)?)?.relu()?)?;
+        let m = self
+            .fc2
+            .forward(&self.fc1.forward(&self.ln2.forward(&p)?)?.relu()?)?;
         p + m
     }
 }
@@ -86,10 +92,16 @@ impl ReferenceAttention {
         let inner = self.heads * self.dim_head;
         let qkv = self.qkv.forward(r)?;
         let part = |i: usize| -> Result<Tensor> {
-            qkv.narrow(D::Minus1, i * inner, inner)?.reshape((bsz, c, self.heads, self.dim_head))?.transpose(1, 2)?.contiguous()
+            qkv.narrow(D::Minus1, i * inner, inner)?
+                .reshape((bsz, c, self.heads, self.dim_head))?
+                .transpose(1, 2)?
+                .contiguous()
         };
         let (q, k, v) = (part(0)?, part(1)?, part(2)?);
-        let att = softmax(&(q.matmul(&k.t()?)? * (self.dim_head as f64).powf(-0.5))?, D::Minus1)?;
+        let att = softmax(
+            &(q.matmul(&k.t()?)? * (self.dim_head as f64).powf(-0.5))?,
+            D::Minus1,
+        )?;
         let o = att.matmul(&v)?.transpose(1, 2)?.reshape((bsz, c, inner))?;
         self.out.forward(&o)
     }
@@ -112,7 +124,11 @@ pub struct ChannelTransformer {
 
 impl ChannelTransformer {
     /// A channel transformer over `c` channels.
-    pub fn new(b: Builder<'_>, c: usize, cfg: &BlockConfig) -> std::result::Result<Self, ParamError> {
+    pub fn new(
+        b: Builder<'_>,
+        c: usize,
+        cfg: &BlockConfig,
+    ) -> std::result::Result<Self, ParamError> {
         let proj = Linear::new(b.pp("proj").b(), 1, cfg.token_dim, true)?;
         let pos = b.param("pos", &[c, cfg.token_dim], Init::Normal(1.0))?;
         let body = match cfg.variant {

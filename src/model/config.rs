@@ -34,7 +34,12 @@ pub enum BlockVariant {
 
 impl BlockVariant {
     /// All variants, for parity tests and ablations.
-    pub const ALL: [BlockVariant; 4] = [BlockVariant::Paper, BlockVariant::ReferenceCode, BlockVariant::Sspcab, BlockVariant::None];
+    pub const ALL: [BlockVariant; 4] = [
+        BlockVariant::Paper,
+        BlockVariant::ReferenceCode,
+        BlockVariant::Sspcab,
+        BlockVariant::None,
+    ];
 
     /// Stable lower-case name.
     pub fn name(self) -> &'static str {
@@ -53,7 +58,11 @@ impl FromStr for BlockVariant {
         BlockVariant::ALL
             .into_iter()
             .find(|v| v.name() == s)
-            .ok_or_else(|| format!("unknown SSMCTB variant '{s}' (expected paper, reference-code, sspcab or none)"))
+            .ok_or_else(|| {
+                format!(
+                    "unknown SSMCTB variant '{s}' (expected paper, reference-code, sspcab or none)"
+                )
+            })
     }
 }
 
@@ -182,7 +191,11 @@ impl ModelConfig {
             "edge-m" => (192, 256, 0.5),
             "edge-s" => (128, 160, 0.25),
             "tiny" => (32, 32, 0.125),
-            _ => return Err(ConfigError(format!("unknown preset '{name}' (expected paper, edge-m or edge-s)"))),
+            _ => {
+                return Err(ConfigError(format!(
+                    "unknown preset '{name}' (expected paper, edge-m or edge-s)"
+                )))
+            }
         };
         Ok(Self {
             version: CONFIG_VERSION,
@@ -252,37 +265,69 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let e = |m: String| Err(ConfigError(m));
         if self.version != CONFIG_VERSION {
-            return e(format!("config version {} is not supported (this build reads version {CONFIG_VERSION})", self.version));
+            return e(format!(
+                "config version {} is not supported (this build reads version {CONFIG_VERSION})",
+                self.version
+            ));
         }
-        if self.height == 0 || self.width == 0 || self.height % 8 != 0 || self.width % 8 != 0 {
-            return e(format!("input {}×{} must be non-zero multiples of 8", self.height, self.width));
+        if self.height == 0
+            || self.width == 0
+            || !self.height.is_multiple_of(8)
+            || !self.width.is_multiple_of(8)
+        {
+            return e(format!(
+                "input {}×{} must be non-zero multiples of 8",
+                self.height, self.width
+            ));
         }
         if self.channels == 0 {
             return e("channels must be at least 1".into());
         }
         match self.mode {
-            Mode::Prediction if self.t_length < 2 => return e(format!("prediction needs t_length ≥ 2, got {}", self.t_length)),
-            Mode::Reconstruction if self.t_length != 1 => return e(format!("reconstruction uses t_length 1, got {}", self.t_length)),
+            Mode::Prediction if self.t_length < 2 => {
+                return e(format!(
+                    "prediction needs t_length ≥ 2, got {}",
+                    self.t_length
+                ))
+            }
+            Mode::Reconstruction if self.t_length != 1 => {
+                return e(format!(
+                    "reconstruction uses t_length 1, got {}",
+                    self.t_length
+                ))
+            }
             _ => {}
         }
-        if !(self.width_mult > 0.0 && self.width_mult <= 4.0) {
-            return e(format!("width multiplier {} is outside (0, 4]", self.width_mult));
+        if self.width_mult.is_nan() || self.width_mult <= 0.0 || self.width_mult > 4.0 {
+            return e(format!(
+                "width multiplier {} is outside (0, 4]",
+                self.width_mult
+            ));
         }
         if self.memory_items < 2 {
-            return e(format!("memory needs at least 2 items (separateness uses the 2nd best), got {}", self.memory_items));
+            return e(format!(
+                "memory needs at least 2 items (separateness uses the 2nd best), got {}",
+                self.memory_items
+            ));
         }
         let b = &self.block;
         if b.k_prime == 0 {
             return e("block k' must be at least 1".into());
         }
-        if b.variant == BlockVariant::Paper && (b.heads == 0 || b.token_dim % b.heads != 0) {
-            return e(format!("token dim {} must be divisible by {} heads", b.token_dim, b.heads));
+        if b.variant == BlockVariant::Paper
+            && (b.heads == 0 || !b.token_dim.is_multiple_of(b.heads))
+        {
+            return e(format!(
+                "token dim {} must be divisible by {} heads",
+                b.token_dim, b.heads
+            ));
         }
-        if b.variant != BlockVariant::None && (b.token_dim == 0 || b.layers == 0 || b.mlp_dim == 0) {
+        if b.variant != BlockVariant::None && (b.token_dim == 0 || b.layers == 0 || b.mlp_dim == 0)
+        {
             return e("block token dim, layers and MLP width must be non-zero".into());
         }
         if let BlockLoss::Huber { delta } = b.loss {
-            if !(delta > 0.0) {
+            if delta.is_nan() || delta <= 0.0 {
                 return e(format!("Huber delta must be positive, got {delta}"));
             }
         }
@@ -315,11 +360,17 @@ mod tests {
     #[test]
     fn presets_have_the_documented_shapes() {
         let p = ModelConfig::preset("paper").unwrap();
-        assert_eq!((p.height, p.width, p.memory_dim(), p.input_channels()), (256, 256, 512, 4));
+        assert_eq!(
+            (p.height, p.width, p.memory_dim(), p.input_channels()),
+            (256, 256, 512, 4)
+        );
         let m = ModelConfig::preset("edge-m").unwrap();
         assert_eq!((m.height, m.width, m.memory_dim()), (192, 256, 256));
         let s = ModelConfig::preset("edge-s").unwrap();
-        assert_eq!((s.height, s.width, s.memory_dim(), s.ch(64)), (128, 160, 128, 16));
+        assert_eq!(
+            (s.height, s.width, s.memory_dim(), s.ch(64)),
+            (128, 160, 128, 16)
+        );
         for name in ModelConfig::PRESETS {
             ModelConfig::preset(name).unwrap().validate().unwrap();
         }
@@ -341,9 +392,14 @@ mod tests {
 
     #[test]
     fn config_round_trips_through_json() {
-        let c = ModelConfig::preset("edge-s").unwrap().with_block(BlockVariant::Sspcab);
+        let c = ModelConfig::preset("edge-s")
+            .unwrap()
+            .with_block(BlockVariant::Sspcab);
         let s = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<ModelConfig>(&s).unwrap(), c);
-        assert_eq!("reference-code".parse::<BlockVariant>().unwrap(), BlockVariant::ReferenceCode);
+        assert_eq!(
+            "reference-code".parse::<BlockVariant>().unwrap(),
+            BlockVariant::ReferenceCode
+        );
     }
 }

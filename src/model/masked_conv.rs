@@ -23,9 +23,20 @@ pub struct MaskedConv {
 
 impl MaskedConv {
     /// A masked convolution over `c` channels.
-    pub fn new(b: Builder<'_>, c: usize, k_prime: usize, dilation: usize) -> std::result::Result<Self, ParamError> {
-        let mk = |name: &str| -> std::result::Result<Conv2d, ParamError> { Conv2d::new(b.pp(name).b(), c, c, k_prime) };
-        Ok(Self { subs: [mk("conv1")?, mk("conv2")?, mk("conv3")?, mk("conv4")?], k_prime, dilation })
+    pub fn new(
+        b: Builder<'_>,
+        c: usize,
+        k_prime: usize,
+        dilation: usize,
+    ) -> std::result::Result<Self, ParamError> {
+        let mk = |name: &str| -> std::result::Result<Conv2d, ParamError> {
+            Conv2d::new(b.pp(name).b(), c, c, k_prime)
+        };
+        Ok(Self {
+            subs: [mk("conv1")?, mk("conv2")?, mk("conv3")?, mk("conv4")?],
+            k_prime,
+            dilation,
+        })
     }
 
     /// Full kernel size 2k′ + 2d + 1.
@@ -42,7 +53,10 @@ impl MaskedConv {
         let mut kernel: Option<Tensor> = None;
         let mut bias: Option<Tensor> = None;
         for (sub, (top, left)) in self.subs.iter().zip(places) {
-            let k = sub.weight.pad_with_zeros(2, top, gap - top)?.pad_with_zeros(3, left, gap - left)?;
+            let k = sub
+                .weight
+                .pad_with_zeros(2, top, gap - top)?
+                .pad_with_zeros(3, left, gap - left)?;
             kernel = Some(match kernel {
                 Some(acc) => (acc + k)?,
                 None => k,
@@ -52,7 +66,10 @@ impl MaskedConv {
                 None => sub.bias.clone(),
             });
         }
-        Ok((kernel.expect("four sub-kernels"), bias.expect("four biases")))
+        Ok((
+            kernel.expect("four sub-kernels"),
+            bias.expect("four biases"),
+        ))
     }
 
     /// Applies the masked convolution and the ReLU; output shape = input shape.
@@ -78,7 +95,11 @@ mod tests {
         let t = Tensor::from_slice(x, (1, c, h, w), &Device::Cpu).unwrap();
         // Before the ReLU, so that changes are never hidden by clipping.
         let (k, b) = mc.full_kernel().unwrap();
-        let y = t.conv2d(&k, mc.k_prime + mc.dilation, 1, 1, 1).unwrap().broadcast_add(&b.reshape((1, c, 1, 1)).unwrap()).unwrap();
+        let y = t
+            .conv2d(&k, mc.k_prime + mc.dilation, 1, 1, 1)
+            .unwrap()
+            .broadcast_add(&b.reshape((1, c, 1, 1)).unwrap())
+            .unwrap();
         y.flatten_all().unwrap().to_vec1().unwrap()
     }
 
@@ -99,17 +120,26 @@ mod tests {
             let changed = run(&mc, &xc, c, h, w);
             for ch in 0..c {
                 let i = ch * h * w + y0 * w + x0;
-                assert!((changed[i] - base[i]).abs() < 1e-5, "k'={kp} d={d}: centre leaked");
+                assert!(
+                    (changed[i] - base[i]).abs() < 1e-5,
+                    "k'={kp} d={d}: centre leaked"
+                );
             }
             // Changing an input on each sub-kernel (corner taps at offset ±(d+1)) changes it.
             for (dy, dx) in [(-1i64, -1i64), (1, -1), (-1, 1), (1, 1)] {
                 let off = (d + 1) as i64;
-                let (yy, xx) = ((y0 as i64 + dy * off) as usize, (x0 as i64 + dx * off) as usize);
+                let (yy, xx) = (
+                    (y0 as i64 + dy * off) as usize,
+                    (x0 as i64 + dx * off) as usize,
+                );
                 let mut xs = x.clone();
                 xs[yy * w + xx] += 3.0;
                 let out = run(&mc, &xs, c, h, w);
                 let i = y0 * w + x0;
-                assert!((out[i] - base[i]).abs() > 1e-4, "k'={kp} d={d}: corner ({dy},{dx}) not seen");
+                assert!(
+                    (out[i] - base[i]).abs() > 1e-4,
+                    "k'={kp} d={d}: corner ({dy},{dx}) not seen"
+                );
             }
             // Inputs inside the gap (distance ≤ d, not the centre) are not seen either.
             let mut xg = x.clone();
@@ -127,10 +157,16 @@ mod tests {
         let mc = MaskedConv::new(s.root(), c, kp, d).unwrap();
         let x = Tensor::from_vec(input(c, h, w, 2), (1, c, h, w), &Device::Cpu).unwrap();
         let p = kp + d;
-        let xp = x.pad_with_zeros(2, p, p).unwrap().pad_with_zeros(3, p, p).unwrap();
+        let xp = x
+            .pad_with_zeros(2, p, p)
+            .unwrap()
+            .pad_with_zeros(3, p, p)
+            .unwrap();
         let b = kp + 2 * d + 1;
         let (hp, wp) = (h + 2 * p, w + 2 * p);
-        let sl = |t: &Tensor, r0: usize, r1: usize, c0: usize, c1: usize| t.i((.., .., r0..r1, c0..c1)).unwrap();
+        let sl = |t: &Tensor, r0: usize, r1: usize, c0: usize, c1: usize| {
+            t.i((.., .., r0..r1, c0..c1)).unwrap()
+        };
         let parts = [
             sl(&xp, 0, h + kp - 1, 0, w + kp - 1),
             sl(&xp, b, hp, 0, wp - b),
@@ -139,14 +175,31 @@ mod tests {
         ];
         let mut sum: Option<Tensor> = None;
         for (part, sub) in parts.iter().zip(&mc.subs) {
-            let y = part.conv2d(&sub.weight, 0, 1, 1, 1).unwrap().broadcast_add(&sub.bias.reshape((1, c, 1, 1)).unwrap()).unwrap();
+            let y = part
+                .conv2d(&sub.weight, 0, 1, 1, 1)
+                .unwrap()
+                .broadcast_add(&sub.bias.reshape((1, c, 1, 1)).unwrap())
+                .unwrap();
             sum = Some(match sum {
                 Some(a) => (a + y).unwrap(),
                 None => y,
             });
         }
-        let official = sum.unwrap().relu().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let ours = mc.forward(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let official = sum
+            .unwrap()
+            .relu()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let ours = mc
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert_eq!(official.len(), ours.len());
         for (a, b) in official.iter().zip(&ours) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");

@@ -29,7 +29,9 @@ impl Memory {
     /// A memory of `items` × `dim`, initialised uniform[0,1) with unit rows.
     pub fn new(b: Builder<'_>, items: usize, dim: usize) -> std::result::Result<Self, ParamError> {
         b.buffer("items", &[items, dim], Init::UnitRows)?;
-        Ok(Self { items: b.var("items").expect("just created") })
+        Ok(Self {
+            items: b.var("items").expect("just created"),
+        })
     }
 
     /// Current items as a detached tensor.
@@ -43,7 +45,11 @@ impl Memory {
         let scores = q.matmul(&m.t()?)?.detach();
         let weights = softmax(&scores, D::Minus1)?.detach();
         let read = weights.matmul(&m)?;
-        Ok(MemoryRead { scores, weights, read })
+        Ok(MemoryRead {
+            scores,
+            weights,
+            read,
+        })
     }
 
     /// Compactness (MSE to the top-1 item, mean over N·D) and separateness (triplet margin 1,
@@ -56,16 +62,24 @@ impl Memory {
         let neg = m.index_select(&Tensor::from_vec(top2, q.dim(0)?, dev)?, 0)?;
         let compact = (q - &pos)?.sqr()?.mean_all()?;
         // torch.nn.TripletMarginLoss: d(a, b) = ‖a − b + eps‖₂, eps = 1e-6.
-        let dist = |o: &Tensor| -> Result<Tensor> { ((q - o)? + 1e-6)?.sqr()?.sum(D::Minus1)?.sqrt() };
+        let dist =
+            |o: &Tensor| -> Result<Tensor> { ((q - o)? + 1e-6)?.sqr()?.sum(D::Minus1)?.sqrt() };
         let separate = ((dist(&pos)? - dist(&neg)?)? + 1.0)?.relu()?.mean_all()?;
         Ok((compact, separate))
     }
 
     /// Per-frame feature distance: mean squared distance of each frame's queries to their top-1
     /// items. `q` is (B·h·w, D) in frame-major order; returns B values.
-    pub fn feature_distance(&self, q: &Tensor, read: &MemoryRead, frames: usize) -> Result<Vec<f32>> {
+    pub fn feature_distance(
+        &self,
+        q: &Tensor,
+        read: &MemoryRead,
+        frames: usize,
+    ) -> Result<Vec<f32>> {
         let (top1, _) = top2_indices(&read.scores)?;
-        let pos = self.items().index_select(&Tensor::from_vec(top1, q.dim(0)?, q.device())?, 0)?;
+        let pos = self
+            .items()
+            .index_select(&Tensor::from_vec(top1, q.dim(0)?, q.device())?, 0)?;
         let per_query = (q - pos)?.sqr()?.mean(D::Minus1)?;
         per_query.reshape((frames, ()))?.mean(1)?.to_vec1::<f32>()
     }
@@ -77,7 +91,8 @@ impl Memory {
         let qv = q.detach().flatten_all()?.to_vec1::<f32>()?;
         let sv = scores.flatten_all()?.to_vec1::<f32>()?;
         update_items(&mut items, m, d, &qv, &sv);
-        self.items.set(&Tensor::from_vec(items, (m, d), self.items.device())?)
+        self.items
+            .set(&Tensor::from_vec(items, (m, d), self.items.device())?)
     }
 }
 
@@ -118,7 +133,9 @@ pub fn update_items(items: &mut [f32], m: usize, d: usize, queries: &[f32], scor
     // Softmax over the queries, per item (column), computed in f64 for stability.
     let mut sq = vec![0f64; n * m];
     for i in 0..m {
-        let max = (0..n).map(|q| f64::from(scores[q * m + i])).fold(f64::NEG_INFINITY, f64::max);
+        let max = (0..n)
+            .map(|q| f64::from(scores[q * m + i]))
+            .fold(f64::NEG_INFINITY, f64::max);
         let mut sum = 0f64;
         for q in 0..n {
             let e = (f64::from(scores[q * m + i]) - max).exp();
@@ -138,14 +155,19 @@ pub fn update_items(items: &mut [f32], m: usize, d: usize, queries: &[f32], scor
     let mut delta = vec![0f64; m * d];
     for q in 0..n {
         let row = &scores[q * m..(q + 1) * m];
-        let top = row.iter().enumerate().fold(0usize, |best, (i, &v)| if v > row[best] { i } else { best });
+        let top = row
+            .iter()
+            .enumerate()
+            .fold(0usize, |best, (i, &v)| if v > row[best] { i } else { best });
         let w = sq[q * m + top] / colmax[top];
         for k in 0..d {
             delta[top * d + k] += w * f64::from(queries[q * d + k]);
         }
     }
     for i in 0..m {
-        let row: Vec<f64> = (0..d).map(|k| f64::from(items[i * d + k]) + delta[i * d + k]).collect();
+        let row: Vec<f64> = (0..d)
+            .map(|k| f64::from(items[i * d + k]) + delta[i * d + k])
+            .collect();
         let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
         for k in 0..d {
             items[i * d + k] = (row[k] / norm) as f32;
@@ -180,7 +202,11 @@ mod tests {
 
     #[test]
     fn top2_picks_best_and_second() {
-        let s = Tensor::new(&[[0.1f32, 0.9, 0.5], [0.7, 0.2, 0.3]], &candle_core::Device::Cpu).unwrap();
+        let s = Tensor::new(
+            &[[0.1f32, 0.9, 0.5], [0.7, 0.2, 0.3]],
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
         assert_eq!(top2_indices(&s).unwrap(), (vec![1, 0], vec![2, 2]));
     }
 }

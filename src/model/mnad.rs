@@ -20,12 +20,21 @@ pub struct Basic {
 }
 
 impl Basic {
-    fn new(b: Builder<'_>, cin: usize, cout: usize, tail: bool) -> std::result::Result<Self, ParamError> {
+    fn new(
+        b: Builder<'_>,
+        cin: usize,
+        cout: usize,
+        tail: bool,
+    ) -> std::result::Result<Self, ParamError> {
         Ok(Self {
             c1: Conv2d::new(b.pp("c1").b(), cin, cout, 3)?,
             bn1: BatchNorm2d::new(b.pp("bn1").b(), cout)?,
             c2: Conv2d::new(b.pp("c2").b(), cout, cout, 3)?,
-            bn2: if tail { Some(BatchNorm2d::new(b.pp("bn2").b(), cout)?) } else { None },
+            bn2: if tail {
+                Some(BatchNorm2d::new(b.pp("bn2").b(), cout)?)
+            } else {
+                None
+            },
         })
     }
 
@@ -48,12 +57,21 @@ pub struct Up {
 }
 
 impl Up {
-    fn new(b: Builder<'_>, cin: usize, cout: usize, kind: Upsample) -> std::result::Result<Self, ParamError> {
+    fn new(
+        b: Builder<'_>,
+        cin: usize,
+        cout: usize,
+        kind: Upsample,
+    ) -> std::result::Result<Self, ParamError> {
         let (transpose, conv) = match kind {
             Upsample::Transpose => (Some(ConvTranspose2d::new(b.pp("t").b(), cin, cout)?), None),
             Upsample::NearestConv => (None, Some(Conv2d::new(b.pp("conv").b(), cin, cout, 3)?)),
         };
-        Ok(Self { transpose, conv, bn: BatchNorm2d::new(b.pp("bn").b(), cout)? })
+        Ok(Self {
+            transpose,
+            conv,
+            bn: BatchNorm2d::new(b.pp("bn").b(), cout)?,
+        })
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -80,14 +98,24 @@ pub struct Gen {
 }
 
 impl Gen {
-    fn new(b: Builder<'_>, cin: usize, cout: usize, nc: usize, cfg: &ModelConfig) -> std::result::Result<Self, ParamError> {
+    fn new(
+        b: Builder<'_>,
+        cin: usize,
+        cout: usize,
+        nc: usize,
+        cfg: &ModelConfig,
+    ) -> std::result::Result<Self, ParamError> {
         let plain = cfg.block.variant == super::config::BlockVariant::None;
         let block_builder = b.pp(if plain { "c2" } else { "block" });
         Ok(Self {
             c1: Conv2d::new(b.pp("c1").b(), cin, nc, 3)?,
             bn1: BatchNorm2d::new(b.pp("bn1").b(), nc)?,
             block: Block::new(block_builder.b(), nc, &cfg.block)?,
-            bn2: if plain || cfg.block.keep_bn_after { Some(BatchNorm2d::new(b.pp("bn2").b(), nc)?) } else { None },
+            bn2: if plain || cfg.block.keep_bn_after {
+                Some(BatchNorm2d::new(b.pp("bn2").b(), nc)?)
+            } else {
+                None
+            },
             c3: Conv2d::new(b.pp("c3").b(), nc, cout, 3)?,
         })
     }
@@ -133,7 +161,8 @@ pub struct Mnad {
 impl Mnad {
     /// Builds the network; tensors come from `store` (fresh seeded init, or a checkpoint).
     pub fn new(store: &ParamStore, cfg: &ModelConfig) -> std::result::Result<Self, ParamError> {
-        cfg.validate().map_err(|e| ParamError::Candle(candle_core::Error::Msg(e.to_string())))?;
+        cfg.validate()
+            .map_err(|e| ParamError::Candle(candle_core::Error::Msg(e.to_string())))?;
         let r = store.root();
         let (c1, c2, c3, c4) = (cfg.ch(64), cfg.ch(128), cfg.ch(256), cfg.ch(512));
         let enc = r.pp("enc");
@@ -151,19 +180,42 @@ impl Mnad {
         let (dec0, ups, decs, gen) = match cfg.mode {
             Mode::Prediction => (
                 Basic::new(d.pp("b0").b(), 2 * c4, c4, true)?,
-                [Up::new(d.pp("up4").b(), c4, c3, u)?, Up::new(d.pp("up3").b(), c3, c2, u)?, Up::new(d.pp("up2").b(), c2, c1, u)?],
-                [Basic::new(d.pp("b3").b(), 2 * c3, c3, true)?, Basic::new(d.pp("b2").b(), 2 * c2, c2, true)?],
+                [
+                    Up::new(d.pp("up4").b(), c4, c3, u)?,
+                    Up::new(d.pp("up3").b(), c3, c2, u)?,
+                    Up::new(d.pp("up2").b(), c2, c1, u)?,
+                ],
+                [
+                    Basic::new(d.pp("b3").b(), 2 * c3, c3, true)?,
+                    Basic::new(d.pp("b2").b(), 2 * c2, c2, true)?,
+                ],
                 Gen::new(d.pp("gen").b(), 2 * c1, cfg.channels, c1, cfg)?,
             ),
             Mode::Reconstruction => (
                 Basic::new(d.pp("b0").b(), 2 * c4, c4, true)?,
-                [Up::new(d.pp("up4").b(), c4, c4, u)?, Up::new(d.pp("up3").b(), c3, c3, u)?, Up::new(d.pp("up2").b(), c2, c2, u)?],
-                [Basic::new(d.pp("b3").b(), c4, c3, true)?, Basic::new(d.pp("b2").b(), c3, c2, true)?],
+                [
+                    Up::new(d.pp("up4").b(), c4, c4, u)?,
+                    Up::new(d.pp("up3").b(), c3, c3, u)?,
+                    Up::new(d.pp("up2").b(), c2, c2, u)?,
+                ],
+                [
+                    Basic::new(d.pp("b3").b(), c4, c3, true)?,
+                    Basic::new(d.pp("b2").b(), c3, c2, true)?,
+                ],
                 Gen::new(d.pp("gen").b(), c2, cfg.channels, c1, cfg)?,
             ),
         };
         let block = gen.block.clone();
-        Ok(Self { cfg: cfg.clone(), enc, dec0, ups, decs, gen, block, memory })
+        Ok(Self {
+            cfg: cfg.clone(),
+            enc,
+            dec0,
+            ups,
+            decs,
+            gen,
+            block,
+            memory,
+        })
     }
 
     /// The configuration the network was built from.
@@ -206,6 +258,11 @@ impl Mnad {
                 self.gen.forward(&self.ups[2].forward(&y, train)?, train)?
             }
         };
-        Ok(Forward { pred, queries, read, block })
+        Ok(Forward {
+            pred,
+            queries,
+            read,
+            block,
+        })
     }
 }

@@ -25,7 +25,16 @@ impl Adam {
     /// Adam over `vars` with learning rate `lr`.
     pub fn new(vars: Vec<(String, Var)>, lr: f64) -> Self {
         let n = vars.len();
-        Self { vars, m: vec![None; n], v: vec![None; n], steps: vec![0; n], lr, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+        Self {
+            vars,
+            m: vec![None; n],
+            v: vec![None; n],
+            steps: vec![0; n],
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
     }
 
     /// One update from the gradients; variables without a gradient are left alone (as PyTorch).
@@ -59,7 +68,10 @@ impl Adam {
             if let (Some(m), Some(v)) = (&self.m[i], &self.v[i]) {
                 map.insert(format!("m.{name}"), m.clone());
                 map.insert(format!("v.{name}"), v.clone());
-                map.insert(format!("step.{name}"), Tensor::new(&[self.steps[i] as f64], m.device())?);
+                map.insert(
+                    format!("step.{name}"),
+                    Tensor::new(&[self.steps[i] as f64], m.device())?,
+                );
             }
         }
         candle_core::safetensors::save(&map, path)
@@ -67,12 +79,25 @@ impl Adam {
 
     /// Restores moments and step counts saved by [`Adam::save`].
     pub fn load(&mut self, path: &Path) -> Result<()> {
-        let dev = self.vars.first().map(|(_, v)| v.device().clone()).unwrap_or(candle_core::Device::Cpu);
+        let dev = self
+            .vars
+            .first()
+            .map(|(_, v)| v.device().clone())
+            .unwrap_or(candle_core::Device::Cpu);
         let map = candle_core::safetensors::load(path, &dev)?;
         for (i, (name, var)) in self.vars.iter().enumerate() {
-            if let (Some(m), Some(v), Some(s)) = (map.get(&format!("m.{name}")), map.get(&format!("v.{name}")), map.get(&format!("step.{name}"))) {
+            if let (Some(m), Some(v), Some(s)) = (
+                map.get(&format!("m.{name}")),
+                map.get(&format!("v.{name}")),
+                map.get(&format!("step.{name}")),
+            ) {
                 if m.dims() != var.dims() {
-                    candle_core::bail!("{}: optimizer state for {name} has shape {:?}, parameter is {:?}", path.display(), m.dims(), var.dims());
+                    candle_core::bail!(
+                        "{}: optimizer state for {name} has shape {:?}, parameter is {:?}",
+                        path.display(),
+                        m.dims(),
+                        var.dims()
+                    );
                 }
                 self.m[i] = Some(m.clone());
                 self.v[i] = Some(v.clone());
@@ -101,12 +126,26 @@ mod tests {
         // f(x) = x² from x = 1, lr 0.1: Adam's first step moves by lr·sign(g) = 0.1 exactly.
         let x = Var::new(&[1.0f32], &Device::Cpu).unwrap();
         let mut opt = Adam::new(vec![("x".into(), x.clone())], 0.1);
-        let g = x.as_tensor().sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let g = x
+            .as_tensor()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         opt.step(&g).unwrap();
         let v = x.as_tensor().to_vec1::<f32>().unwrap()[0];
         assert!((v - 0.9).abs() < 1e-6, "{v}");
         // Second step (PyTorch gives 0.80000...): g = 1.8; m = 0.09·... ; close to another 0.1.
-        let g = x.as_tensor().sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let g = x
+            .as_tensor()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         opt.step(&g).unwrap();
         let v2 = x.as_tensor().to_vec1::<f32>().unwrap()[0];
         assert!((v2 - 0.8).abs() < 2e-3, "{v2}");
@@ -118,18 +157,42 @@ mod tests {
         let x = Var::new(&[1.0f32, 2.0], &Device::Cpu).unwrap();
         let mut a = Adam::new(vec![("x".into(), x.clone())], 0.01);
         for _ in 0..3 {
-            let g = x.as_tensor().sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            let g = x
+                .as_tensor()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
             a.step(&g).unwrap();
         }
         a.save(&d.path().join("o.safetensors")).unwrap();
         let y = Var::new(&x.as_tensor().to_vec1::<f32>().unwrap()[..], &Device::Cpu).unwrap();
         let mut b = Adam::new(vec![("x".into(), y.clone())], 0.01);
         b.load(&d.path().join("o.safetensors")).unwrap();
-        let g = x.as_tensor().sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let g = x
+            .as_tensor()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         a.step(&g).unwrap();
-        let g = y.as_tensor().sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let g = y
+            .as_tensor()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         b.step(&g).unwrap();
-        assert_eq!(x.as_tensor().to_vec1::<f32>().unwrap(), y.as_tensor().to_vec1::<f32>().unwrap());
+        assert_eq!(
+            x.as_tensor().to_vec1::<f32>().unwrap(),
+            y.as_tensor().to_vec1::<f32>().unwrap()
+        );
     }
 
     #[test]

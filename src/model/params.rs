@@ -86,7 +86,12 @@ pub struct ParamStore {
 impl ParamStore {
     /// An empty store whose new tensors are initialised from `seed`.
     pub fn new(device: Device, seed: u64) -> Self {
-        Self { device, entries: Mutex::new(BTreeMap::new()), rng: Mutex::new(Rng::new(seed)), loaded: None }
+        Self {
+            device,
+            entries: Mutex::new(BTreeMap::new()),
+            rng: Mutex::new(Rng::new(seed)),
+            loaded: None,
+        }
     }
 
     /// A store that takes every tensor from a safetensors file instead of initialising it.
@@ -104,16 +109,32 @@ impl ParamStore {
 
     /// A builder for tensors under `prefix`.
     pub fn root(&self) -> Builder<'_> {
-        Builder { store: self, prefix: "" }
+        Builder {
+            store: self,
+            prefix: "",
+        }
     }
 
-    fn create(&self, name: &str, shape: &[usize], init: Init, kind: Kind) -> Result<Tensor, ParamError> {
+    fn create(
+        &self,
+        name: &str,
+        shape: &[usize],
+        init: Init,
+        kind: Kind,
+    ) -> Result<Tensor, ParamError> {
         let n: usize = shape.iter().product();
         let t = match &self.loaded {
             Some((file, map)) => {
-                let t = map.get(name).ok_or_else(|| ParamError::Missing { file: file.clone(), name: name.into() })?;
+                let t = map.get(name).ok_or_else(|| ParamError::Missing {
+                    file: file.clone(),
+                    name: name.into(),
+                })?;
                 if t.dims() != shape {
-                    return Err(ParamError::Shape { name: name.into(), found: t.dims().to_vec(), expected: shape.to_vec() });
+                    return Err(ParamError::Shape {
+                        name: name.into(),
+                        found: t.dims().to_vec(),
+                        expected: shape.to_vec(),
+                    });
                 }
                 t.to_dtype(DType::F32)?
             }
@@ -121,8 +142,12 @@ impl ParamStore {
                 let mut rng = self.rng.lock().expect("param rng lock");
                 let data: Vec<f32> = match init {
                     Init::Const(v) => vec![v; n],
-                    Init::Uniform(b) => (0..n).map(|_| rng.uniform(-f64::from(b), f64::from(b)) as f32).collect(),
-                    Init::Normal(s) => (0..n).map(|_| (rng.normal() * f64::from(s)) as f32).collect(),
+                    Init::Uniform(b) => (0..n)
+                        .map(|_| rng.uniform(-f64::from(b), f64::from(b)) as f32)
+                        .collect(),
+                    Init::Normal(s) => (0..n)
+                        .map(|_| (rng.normal() * f64::from(s)) as f32)
+                        .collect(),
                     Init::UnitRows => {
                         let cols = *shape.last().unwrap_or(&1);
                         let mut d: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
@@ -138,7 +163,10 @@ impl ParamStore {
         };
         let var = Var::from_tensor(&t)?;
         let out = var.as_tensor().clone();
-        self.entries.lock().expect("param lock").insert(name.to_string(), Entry { var, kind });
+        self.entries
+            .lock()
+            .expect("param lock")
+            .insert(name.to_string(), Entry { var, kind });
         Ok(out)
     }
 
@@ -146,10 +174,17 @@ impl ParamStore {
     pub fn check_all_used(&self) -> Result<(), ParamError> {
         if let Some((file, map)) = &self.loaded {
             let entries = self.entries.lock().expect("param lock");
-            let mut extra: Vec<String> = map.keys().filter(|k| !entries.contains_key(*k)).cloned().collect();
+            let mut extra: Vec<String> = map
+                .keys()
+                .filter(|k| !entries.contains_key(*k))
+                .cloned()
+                .collect();
             if !extra.is_empty() {
                 extra.sort();
-                return Err(ParamError::Unexpected { file: file.clone(), names: extra });
+                return Err(ParamError::Unexpected {
+                    file: file.clone(),
+                    names: extra,
+                });
             }
         }
         Ok(())
@@ -168,12 +203,21 @@ impl ParamStore {
 
     /// A variable (parameter or buffer) by name.
     pub fn var(&self, name: &str) -> Option<Var> {
-        self.entries.lock().expect("param lock").get(name).map(|e| e.var.clone())
+        self.entries
+            .lock()
+            .expect("param lock")
+            .get(name)
+            .map(|e| e.var.clone())
     }
 
     /// Every tensor (parameters and buffers) by name, for saving.
     pub fn tensors(&self) -> BTreeMap<String, Tensor> {
-        self.entries.lock().expect("param lock").iter().map(|(k, e)| (k.clone(), e.var.as_tensor().copy().expect("copy"))).collect()
+        self.entries
+            .lock()
+            .expect("param lock")
+            .iter()
+            .map(|(k, e)| (k.clone(), e.var.as_tensor().copy().expect("copy")))
+            .collect()
     }
 
     /// Writes every tensor to a safetensors file.
@@ -207,17 +251,22 @@ impl<'a> Builder<'a> {
 
     /// A builder one level down the module tree.
     pub fn pp(&self, sub: &str) -> OwnedBuilder<'a> {
-        OwnedBuilder { store: self.store, prefix: self.name(sub) }
+        OwnedBuilder {
+            store: self.store,
+            prefix: self.name(sub),
+        }
     }
 
     /// A trainable parameter.
     pub fn param(&self, name: &str, shape: &[usize], init: Init) -> Result<Tensor, ParamError> {
-        self.store.create(&self.name(name), shape, init, Kind::Param)
+        self.store
+            .create(&self.name(name), shape, init, Kind::Param)
     }
 
     /// A buffer (not trained by the optimizer).
     pub fn buffer(&self, name: &str, shape: &[usize], init: Init) -> Result<Tensor, ParamError> {
-        self.store.create(&self.name(name), shape, init, Kind::Buffer)
+        self.store
+            .create(&self.name(name), shape, init, Kind::Buffer)
     }
 
     /// The variable behind a buffer, for in-place updates.
@@ -240,7 +289,10 @@ pub struct OwnedBuilder<'a> {
 impl OwnedBuilder<'_> {
     /// Borrows as a [`Builder`].
     pub fn b(&self) -> Builder<'_> {
-        Builder { store: self.store, prefix: &self.prefix }
+        Builder {
+            store: self.store,
+            prefix: &self.prefix,
+        }
     }
 }
 
@@ -265,7 +317,12 @@ mod tests {
         assert!(a.iter().all(|v| v.abs() <= 0.5));
         assert_eq!(s1.params().len(), 1);
         assert_eq!(s1.params()[0].0, "enc.w");
-        let m = s1.var("enc.m").unwrap().as_tensor().to_vec2::<f32>().unwrap();
+        let m = s1
+            .var("enc.m")
+            .unwrap()
+            .as_tensor()
+            .to_vec2::<f32>()
+            .unwrap();
         for row in m {
             assert!((row.iter().map(|v| v * v).sum::<f32>() - 1.0).abs() < 1e-5);
         }
@@ -282,11 +339,23 @@ mod tests {
 
         let l = ParamStore::from_safetensors(Device::Cpu, &p).unwrap();
         let a = l.root().param("a", &[2, 2], Init::Const(0.0)).unwrap();
-        assert_eq!(a.to_vec2::<f32>().unwrap(), s.var("a").unwrap().as_tensor().to_vec2::<f32>().unwrap());
+        assert_eq!(
+            a.to_vec2::<f32>().unwrap(),
+            s.var("a").unwrap().as_tensor().to_vec2::<f32>().unwrap()
+        );
         let e = l.check_all_used().unwrap_err().to_string();
-        assert!(e.contains("unexpected tensors") && e.contains("\"b\""), "{e}");
+        assert!(
+            e.contains("unexpected tensors") && e.contains("\"b\""),
+            "{e}"
+        );
         let wrong = ParamStore::from_safetensors(Device::Cpu, &p).unwrap();
-        assert!(matches!(wrong.root().param("a", &[4], Init::Const(0.0)), Err(ParamError::Shape { .. })));
-        assert!(matches!(wrong.root().param("zz", &[4], Init::Const(0.0)), Err(ParamError::Missing { .. })));
+        assert!(matches!(
+            wrong.root().param("a", &[4], Init::Const(0.0)),
+            Err(ParamError::Shape { .. })
+        ));
+        assert!(matches!(
+            wrong.root().param("zz", &[4], Init::Const(0.0)),
+            Err(ParamError::Missing { .. })
+        ));
     }
 }

@@ -35,7 +35,11 @@ pub struct Block {
 
 impl Block {
     /// Builds the block; the plain convolution keeps the name the replaced layer would have.
-    pub fn new(b: Builder<'_>, c: usize, cfg: &BlockConfig) -> std::result::Result<Self, ParamError> {
+    pub fn new(
+        b: Builder<'_>,
+        c: usize,
+        cfg: &BlockConfig,
+    ) -> std::result::Result<Self, ParamError> {
         let inner = match cfg.variant {
             BlockVariant::Paper | BlockVariant::ReferenceCode => Inner::Transformer(
                 MaskedConv::new(b, c, cfg.k_prime, cfg.dilation)?,
@@ -51,7 +55,10 @@ impl Block {
             }
             BlockVariant::None => Inner::Conv(Conv2d::new(b, c, c, 3)?),
         };
-        Ok(Self { inner, loss: cfg.loss })
+        Ok(Self {
+            inner,
+            loss: cfg.loss,
+        })
     }
 
     /// Whether this block adds its own loss.
@@ -70,11 +77,17 @@ impl Block {
     /// Applies the block.
     pub fn forward(&self, x: &Tensor) -> Result<BlockOutput> {
         match &self.inner {
-            Inner::Conv(c) => Ok(BlockOutput { output: c.forward(x)?, target: None }),
+            Inner::Conv(c) => Ok(BlockOutput {
+                output: c.forward(x)?,
+                target: None,
+            }),
             Inner::Transformer(m, t) => {
                 let z = m.forward(x)?;
                 let out = z.broadcast_mul(&t.gate(&z)?)?;
-                Ok(BlockOutput { output: out, target: Some(x.clone()) })
+                Ok(BlockOutput {
+                    output: out,
+                    target: Some(x.clone()),
+                })
             }
             Inner::SqueezeExcite(m, fc1, fc2) => {
                 let z = m.forward(x)?;
@@ -82,14 +95,19 @@ impl Block {
                 let s = z.mean_keepdim(3)?.mean_keepdim(2)?.reshape((bsz, c))?;
                 let g = candle_nn::ops::sigmoid(&fc2.forward(&fc1.forward(&s)?.relu()?)?)?;
                 let out = z.broadcast_mul(&g.reshape((bsz, c, 1, 1))?)?;
-                Ok(BlockOutput { output: out, target: Some(x.clone()) })
+                Ok(BlockOutput {
+                    output: out,
+                    target: Some(x.clone()),
+                })
             }
         }
     }
 
     /// The block loss between output and target (mean over elements).
     pub fn loss(&self, out: &BlockOutput) -> Result<Option<Tensor>> {
-        let Some(target) = &out.target else { return Ok(None) };
+        let Some(target) = &out.target else {
+            return Ok(None);
+        };
         let diff = (&out.output - target)?;
         Ok(Some(match self.loss {
             BlockLoss::Mse => diff.sqr()?.mean_all()?,

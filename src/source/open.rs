@@ -83,12 +83,11 @@ pub fn open_source(path: &Path, opts: &OpenOptions) -> Result<Box<dyn FrameSourc
                     "raw Y16 files need the frame size (--width and --height)",
                 ));
             };
-            Box::new(Y16FileSource::open(
-                path,
-                w,
-                h,
-                opts.units.unwrap_or(Units::Counts),
-            )?)
+            let src = Y16FileSource::open(path, w, h, opts.units)?;
+            match opts.fps {
+                Some(f) => Box::new(src.with_fps(f)?),
+                None => Box::new(src),
+            }
         }
         SourceKind::Images if path.is_dir() => Box::new(ImageDirSource::open(
             path,
@@ -110,7 +109,13 @@ pub fn open_source(path: &Path, opts: &OpenOptions) -> Result<Box<dyn FrameSourc
 
 #[cfg(feature = "v4l")]
 fn open_v4l2(path: &Path, opts: &OpenOptions) -> Result<Box<dyn FrameSource>, SourceError> {
-    super::v4l::open_default(path, opts)
+    let config = super::v4l::V4l2Config {
+        preferred_size: opts.width.zip(opts.height),
+        radiometric: opts.units == Some(Units::Centikelvin),
+        fps: opts.fps.map(|f| f.round().max(1.0) as u32),
+        ..Default::default()
+    };
+    Ok(Box::new(super::v4l::V4l2Source::open(path, config)?))
 }
 
 #[cfg(not(feature = "v4l"))]

@@ -45,19 +45,31 @@ impl BatchNorm2d {
         let (mean, var) = if train {
             let (n, _, h, w) = x.dims4()?;
             let mean = x.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
-            let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
+            let var = x
+                .broadcast_sub(&mean)?
+                .sqr()?
+                .mean_keepdim(0)?
+                .mean_keepdim(2)?
+                .mean_keepdim(3)?;
             let count = (n * h * w) as f64;
             let m = self.momentum;
-            let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach().flatten_all()? * m)?)?;
+            let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))?
+                + (mean.detach().flatten_all()? * m)?)?;
             let unbiased = (var.detach().flatten_all()? * (count / (count - 1.0).max(1.0)))?;
             let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
             self.running_mean.set(&new_mean)?;
             self.running_var.set(&new_var)?;
             (mean, var)
         } else {
-            (self.running_mean.as_detached_tensor().reshape(shape)?, self.running_var.as_detached_tensor().reshape(shape)?)
+            (
+                self.running_mean.as_detached_tensor().reshape(shape)?,
+                self.running_var.as_detached_tensor().reshape(shape)?,
+            )
         };
-        let y = x.broadcast_sub(&mean)?.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        y.broadcast_mul(&self.weight.reshape(shape)?)?.broadcast_add(&self.bias.reshape(shape)?)
+        let y = x
+            .broadcast_sub(&mean)?
+            .broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        y.broadcast_mul(&self.weight.reshape(shape)?)?
+            .broadcast_add(&self.bias.reshape(shape)?)
     }
 }

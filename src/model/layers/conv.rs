@@ -19,7 +19,12 @@ pub struct Conv2d {
 
 impl Conv2d {
     /// A k×k convolution `cin → cout` with PyTorch's default init (U(±1/√fan_in)).
-    pub fn new(b: Builder<'_>, cin: usize, cout: usize, k: usize) -> std::result::Result<Self, ParamError> {
+    pub fn new(
+        b: Builder<'_>,
+        cin: usize,
+        cout: usize,
+        k: usize,
+    ) -> std::result::Result<Self, ParamError> {
         let bound = 1.0 / ((cin * k * k) as f32).sqrt();
         Ok(Self {
             weight: b.param("weight", &[cout, cin, k, k], Init::Uniform(bound))?,

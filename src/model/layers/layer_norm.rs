@@ -19,7 +19,11 @@ pub struct LayerNorm {
 impl LayerNorm {
     /// A layer norm over `dim` features.
     pub fn new(b: Builder<'_>, dim: usize, eps: f64) -> std::result::Result<Self, ParamError> {
-        Ok(Self { weight: b.param("weight", &[dim], Init::Const(1.0))?, bias: b.param("bias", &[dim], Init::Const(0.0))?, eps })
+        Ok(Self {
+            weight: b.param("weight", &[dim], Init::Const(1.0))?,
+            bias: b.param("bias", &[dim], Init::Const(0.0))?,
+            eps,
+        })
     }
 
     /// Normalises the last dimension.

@@ -15,11 +15,20 @@ pub struct Linear {
 
 impl Linear {
     /// A linear map `din → dout` with PyTorch's default init.
-    pub fn new(b: Builder<'_>, din: usize, dout: usize, bias: bool) -> std::result::Result<Self, ParamError> {
+    pub fn new(
+        b: Builder<'_>,
+        din: usize,
+        dout: usize,
+        bias: bool,
+    ) -> std::result::Result<Self, ParamError> {
         let bound = 1.0 / (din as f32).sqrt();
         Ok(Self {
             weight: b.param("weight", &[dout, din], Init::Uniform(bound))?,
-            bias: if bias { Some(b.param("bias", &[dout], Init::Uniform(bound))?) } else { None },
+            bias: if bias {
+                Some(b.param("bias", &[dout], Init::Uniform(bound))?)
+            } else {
+                None
+            },
         })
     }
 
