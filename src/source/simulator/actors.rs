@@ -682,9 +682,9 @@ pub(crate) fn anomaly(
             }
             p.to(jx, jy, speed, Act::Jump, flag);
             let start = p.end();
-            p.hold(rng.range(4.0, 10.0), Act::Jump, flag);
+            p.hold(rng.range(6.0, 14.0), Act::Jump, flag);
             let mut look = person_look(rng, cond);
-            let variant = if rng.chance(0.6) {
+            let variant = if rng.chance(0.7) {
                 let (lx, ly) = if on_pier {
                     (PIER_X.0 - 1.8, jy)
                 } else {
@@ -780,7 +780,7 @@ pub(crate) fn anomaly(
             let dir = rng.sign();
             let row0 = rng.range(WALK_ROWS.0 + 0.01, WALK_ROWS.1 - 0.03);
             let row1 = (row0 + rng.range(-0.06, 0.06)).clamp(WALK_ROWS.0, WALK_ROWS.1 - 0.02);
-            let speed = rng.range(6.0, 8.0);
+            let speed = rng.range(5.2, 7.0);
             let mut delay = 0.0;
             let mut out = Vec::new();
             for k in 0..n {
@@ -797,9 +797,9 @@ pub(crate) fn anomaly(
                 };
                 let mut p =
                     PathBuilder::new(*view, ts + delay, x0, row0 + off, Act::Run, flag, dir);
-                p.to(x1, row1 + off, speed + rng.range(-0.4, 0.4), Act::Run, flag);
+                p.to(x1, row1 + off, speed + rng.range(-0.3, 0.3), Act::Run, flag);
                 out.push(p.build(Body::Person(person_look(rng, cond)), rng.next_u64()));
-                delay += rng.range(0.6, 1.8);
+                delay += rng.range(0.8, 2.5);
             }
             (out, if n == 1 { "single" } else { "chase" })
         }
@@ -1401,8 +1401,14 @@ mod tests {
                     assert_eq!(face, 1.0);
                     assert!(a.displacement(-100.0, 300.0, &view).unwrap() > 0.0);
                 }
+                let mut prev: Option<Pose> = None;
                 for t in -80..130 {
                     if let Some(p) = a.pose_at(t as f32, &view) {
+                        if let (Body::Person(_), Some(q)) = (a.body, prev) {
+                            let (dx, dd) = (p.x - q.x, view.depth(p.yn) - view.depth(q.yn));
+                            assert!((dx * dx + dd * dd).sqrt() < 1.8, "normal people walk");
+                        }
+                        prev = Some(p);
                         assert!(
                             !((ZONE_START..=PIER_TIP).contains(&p.yn)
                                 && (PIER_X.0..PIER_X.1).contains(&p.x)),
@@ -1455,7 +1461,7 @@ mod tests {
         for r in &runners {
             let p0 = r.pose_at(12.0, &view).unwrap();
             let p1 = r.pose_at(13.0, &view).unwrap();
-            assert!((p1.x - p0.x).abs() > 5.0);
+            assert!((p1.x - p0.x).abs() > 4.8);
         }
         for seed in 0..6 {
             let (cars, _) = anomaly(

@@ -558,6 +558,6 @@ pub fn write_dataset(
     let text = serde_json::to_string_pretty(&manifest)
         .map_err(|e| SourceError::invalid(&path, format!("manifest serialization failed: {e}")))?;
     fs::write(&path, text + "\n").map_err(|e| SourceError::io(&path, e))?;
-    log::info!("simulated dataset written to {}", cfg.out.display());
+    log::debug!("simulated dataset written to {}", cfg.out.display());
     Ok(summary)
 }

@@ -237,7 +237,7 @@ impl SceneConditions {
 
     /// Clothing surface temperature for a person (before individual variation).
     pub(crate) fn clothing(&self) -> f32 {
-        self.air_c + (33.0 - self.air_c) * 0.6 + 1.5 * self.sun
+        self.air_c + (33.0 - self.air_c) * 0.65 + 1.5 * self.sun
     }
 
     /// Car glass reflects the sky.
@@ -566,8 +566,8 @@ fn ground(b: &mut Builder<'_>, site: &Site, lit_seed: u64) {
     let tex = site.texture_seed;
     let asphalt = cond.surface(12.0, 5.0, 1.5);
     let curb = cond.surface(9.0, 3.0, 2.0);
-    let paving = cond.surface(6.0, 2.0, 2.2);
-    let coping = cond.surface(6.0, 2.0, 2.0) + 0.3;
+    let paving = cond.surface(4.5, 2.0, 2.2);
+    let coping = cond.surface(4.5, 2.0, 2.0) + 0.3;
     let wall_top = cond.surface(5.0, 2.0, 1.5);
     let hill_c = lerp(cond.air_c - 2.0 + 2.0 * cond.sun, cond.sky_horizon_c, 0.45);
     let coping_row = view.row_towards(QUAY_EDGE, -0.5);
@@ -684,7 +684,7 @@ fn facade(bd: &Building, xn: f32, yn: f32, cond: &SceneConditions, lit_seed: u64
 /// The wooden pier: deck with planks, the visible left side and end faces, piles and ladder.
 fn pier(b: &mut Builder<'_>) {
     let (view, cond) = (b.view, *b.cond);
-    let deck = cond.surface(7.0, 2.0, 2.5);
+    let deck = cond.surface(5.0, 2.0, 2.5);
     let side = cond.surface(4.0, 1.0, 2.0) - 0.8;
     let wet = cond.water_c - 1.0;
     for y in 0..b.h {
@@ -893,8 +893,9 @@ const MOORED: [(f32, f32, f32); 2] = [(-14.5, -8.0, 0.606), (-6.8, -3.0, 0.59)];
 /// Two boats moored in front of the quay wall on the left.
 fn moored_boats(b: &mut Builder<'_>, engine_running: bool) {
     let (view, cond) = (b.view, *b.cond);
-    let hull_c = cond.surface(6.0, 1.0, 2.5);
-    let cabin_c = cond.surface(5.0, 1.0, 2.0) + 0.5;
+    // Glossy gelcoat reflects the sky, so hulls look colder than the stone behind them.
+    let hull_c = lerp(cond.surface(6.0, 1.0, 2.5), cond.sky_horizon_c, 0.3);
+    let cabin_c = cond.surface(5.0, 1.0, 1.0) + 1.5;
     let glass = lerp(cabin_c, cond.sky_horizon_c, 0.4);
     let metal = cond.metal();
     for (i, (x0, x1, row)) in MOORED.into_iter().enumerate() {
@@ -928,6 +929,7 @@ fn moored_boats(b: &mut Builder<'_>, engine_running: bool) {
         let mut c = b.canvas(region::OBJECT, row);
         c.polygon(&hull, hull_c);
         c.polygon(&band, cond.water_c - 0.5);
+        c.capsule(p(x0 + 0.15, 1.15), p(x1, 1.15), 0.06 * s, hull_c + 2.0);
         c.polygon(&cabin, cabin_c);
         c.polygon(&win, glass);
         if i == 0 {

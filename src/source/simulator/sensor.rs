@@ -107,8 +107,8 @@ pub(crate) struct Timeline {
 impl Timeline {
     /// Draws FFC and AGC events for a clip of `frames` frames (none when `enabled` is false).
     pub(crate) fn new(frames: usize, rng: &mut Rng, enabled: bool) -> Self {
-        let drift = 0.003 * rng.normal();
-        let mut residual = 0.15 * rng.normal();
+        let drift = 0.0012 * rng.normal();
+        let mut residual = 0.1 * rng.normal();
         let mut gain = 1.0;
         let mut age = rng.range(5.0, 170.0);
         let mut ffc_frames = Vec::new();
@@ -137,7 +137,7 @@ impl Timeline {
                 // small residual offset (and gain change) remains.
                 t.frozen[i] = true;
                 let before = residual + drift * age;
-                residual = 0.2 * rng.normal();
+                residual = 0.12 * rng.normal();
                 gain = 1.0 + 0.004 * rng.normal();
                 age = 0.0;
                 t.events.push(SensorEvent {
@@ -161,7 +161,7 @@ impl Timeline {
         }
         if enabled && frames >= 8 && rng.chance(0.2) {
             let f = 1 + rng.below(frames - 1);
-            let step = rng.range(0.3, 0.8) * rng.sign();
+            let step = rng.range(0.2, 0.5) * rng.sign();
             t.agc[f..].iter_mut().for_each(|a| *a = step);
             t.events.push(SensorEvent {
                 frame: f,

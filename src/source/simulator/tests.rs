@@ -510,3 +510,47 @@ fn plans_spread_over_day_and_night_and_cycle_anomaly_kinds() {
     });
     assert_eq!(fewer[..8], plans[..8]);
 }
+
+/// How much each anomaly kind changes the image: pixels changed by more than 2 °C and the peak
+/// change per labelled frame (against the same frame rendered without the anomaly).
+#[test]
+#[ignore = "report: cargo test --release --lib footprint_report -- --ignored --nocapture"]
+fn footprint_report() {
+    let n = 384 * 288;
+    let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
+    for kind in AnomalyKind::ALL {
+        let (mut px, mut frames, mut maxd) = (0usize, 0usize, 0.0f32);
+        let mut small = 0;
+        for seed in 0..6u64 {
+            let cfg = SimConfig {
+                frames: 120,
+                anomalies: vec![kind],
+                start_hour: (seed as f32 * 4.1) % 24.0,
+                ..SimConfig::default()
+            };
+            let sim = HarborSimulator::new(cfg, 300 + seed).unwrap();
+            for (i, &l) in sim.labels().unwrap().iter().enumerate() {
+                if l != 1 {
+                    continue;
+                }
+                sim.render_celsius(i, true, &mut a);
+                sim.render_celsius(i, false, &mut b);
+                let big = a
+                    .iter()
+                    .zip(&b)
+                    .filter(|(x, y)| (*x - *y).abs() > 2.0)
+                    .count();
+                let m = a
+                    .iter()
+                    .zip(&b)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0.0f32, f32::max);
+                px += big;
+                frames += 1;
+                maxd += m;
+                small += usize::from(big < 10);
+            }
+        }
+        println!("{kind:>16}: {frames} frames, mean {:.0} px >2°C, mean max diff {:.1} °C, {small} frames under 10 px", px as f32 / frames as f32, maxd / frames as f32);
+    }
+}
