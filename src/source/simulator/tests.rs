@@ -48,6 +48,16 @@ fn contact_sheet() -> image::GrayImage {
         let g = sim.to_gray8(&sim.frame(idx).unwrap());
         if std::env::var_os("SIM_DUMP").is_some() {
             g.save(format!("/tmp/sim_case_{n}.png")).unwrap();
+            if let Some(e) = sim.events().first() {
+                // Four consecutive frames of the event's region, stacked, to check motion.
+                let mut strip = image::GrayImage::new(384, 4 * 110);
+                for k in 0..4 {
+                    let f = sim.to_gray8(&sim.frame((e.first_frame + k).min(59)).unwrap());
+                    let part = image::imageops::crop_imm(&f, 0, 80, 384, 110).to_image();
+                    image::imageops::replace(&mut strip, &part, 0, 110 * k as i64);
+                }
+                strip.save(format!("/tmp/sim_seq_{n}.png")).unwrap();
+            }
             let crop = image::imageops::crop_imm(&g, 0, 80, 384, 180).to_image();
             image::imageops::resize(&crop, 768, 360, image::imageops::FilterType::Nearest)
                 .save(format!("/tmp/sim_zoom_{n}.png"))
