@@ -120,25 +120,7 @@ impl DatasetConfig {
     }
 }
 
-/// Which part of the dataset a clip belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Split {
-    /// Normal footage for training.
-    Train,
-    /// Footage with labelled anomalies (and some normal clips) for evaluation.
-    Test,
-}
-
-impl Split {
-    /// Folder name.
-    pub fn dir(self) -> &'static str {
-        match self {
-            Split::Train => "train",
-            Split::Test => "test",
-        }
-    }
-}
+pub use crate::source::tre::Split;
 
 /// One clip of a dataset before it is rendered.
 #[derive(Debug, Clone, PartialEq)]
@@ -170,7 +152,7 @@ impl ClipPlan {
 
     /// `<split>/<YYYYMMDD>/<clip_N_HHMM>`.
     pub fn rel_dir(&self) -> PathBuf {
-        Path::new(self.split.dir())
+        Path::new(self.split.dir_name())
             .join(self.date.compact())
             .join(self.name())
     }
@@ -341,7 +323,11 @@ fn prepare_out(cfg: &DatasetConfig) -> Result<(), SourceError> {
                     "directory is not empty; refusing to write into it (use --force to replace the dataset there)",
                 ));
             }
-            for dir in [Split::Train.dir(), Split::Test.dir(), ANNOTATIONS_DIR] {
+            for dir in [
+                Split::Train.dir_name(),
+                Split::Test.dir_name(),
+                ANNOTATIONS_DIR,
+            ] {
                 let p = out.join(dir);
                 if p.exists() {
                     fs::remove_dir_all(&p).map_err(|e| SourceError::io(&p, e))?;

@@ -8,14 +8,7 @@
 
 use std::f64::consts::{FRAC_PI_2, LN_2, PI, TAU};
 
-/// One SplitMix64 step: advances `state` and returns a well-mixed 64-bit value.
-pub(crate) fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+pub(crate) use crate::rng::splitmix64;
 
 /// Derives an independent seed from a parent seed and a tag (clip index, frame, purpose...).
 pub(crate) fn derive(seed: u64, tag: u64) -> u64 {
@@ -29,37 +22,19 @@ pub(crate) fn hash_unit(seed: u64, x: i64, y: i64) -> f32 {
     (h >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
 }
 
-/// xoshiro256**: small, fast, and identical on every platform.
+/// The crate's xoshiro256** generator with the simulator's sampling helpers.
 #[derive(Debug, Clone)]
-pub(crate) struct Rng {
-    s: [u64; 4],
-}
+pub(crate) struct Rng(crate::rng::Rng);
 
 impl Rng {
     /// A generator whose whole stream is fixed by `seed`.
     pub(crate) fn new(seed: u64) -> Self {
-        let mut sm = seed;
-        Self {
-            s: [
-                splitmix64(&mut sm),
-                splitmix64(&mut sm),
-                splitmix64(&mut sm),
-                splitmix64(&mut sm),
-            ],
-        }
+        Self(crate::rng::Rng::new(seed))
     }
 
     /// The next 64 random bits.
     pub(crate) fn next_u64(&mut self) -> u64 {
-        let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
-        let t = self.s[1] << 17;
-        self.s[2] ^= self.s[0];
-        self.s[3] ^= self.s[1];
-        self.s[1] ^= self.s[2];
-        self.s[0] ^= self.s[3];
-        self.s[2] ^= t;
-        self.s[3] = self.s[3].rotate_left(45);
-        result
+        self.0.next_u64()
     }
 
     /// Uniform in [0, 1).
