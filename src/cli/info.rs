@@ -15,7 +15,15 @@ use crate::source::{open_source, tre, OpenOptions};
 pub struct InfoArgs {
     /// A source (.cptv, .npy, .npy.xz, .y16, image or image folder) or a Thermal Rare Event
     /// dataset (its root, or its train/ or test/ folder).
-    pub path: PathBuf,
+    #[arg(required_unless_present = "preset")]
+    pub path: Option<PathBuf>,
+    /// Describe a model preset instead (paper, edge-m, edge-s): parameters, GMAC per frame,
+    /// activation memory.
+    #[arg(long, conflicts_with = "path")]
+    pub preset: Option<String>,
+    /// With --preset: the SSMCTB variant (paper, reference-code, sspcab, none).
+    #[arg(long, default_value = "paper")]
+    pub block: crate::model::BlockVariant,
     /// Units of 16-bit pixels: centikelvin, counts or gray8.
     #[arg(long)]
     pub units: Option<Units>,
@@ -97,10 +105,64 @@ fn print_dataset(d: &DatasetSummary) {
     }
 }
 
+fn print_preset(name: &str, block: crate::model::BlockVariant, json: bool) -> anyhow::Result<()> {
+    let cfg = crate::model::ModelConfig::preset(name)?.with_block(block);
+    let c = crate::model::cost::cost(&cfg);
+    if json {
+        let v = serde_json::json!({"config": cfg, "params": c.params, "macs": c.macs, "activation_bytes": c.activation_bytes, "layers": c.layers});
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("preset:      {name}");
+    println!(
+        "input:       {}×{} (H×W), {} frame(s) in, {:?}",
+        cfg.height,
+        cfg.width,
+        cfg.input_frames(),
+        cfg.mode
+    );
+    println!(
+        "width:       ×{} (channels {}/{}/{}/{})",
+        cfg.width_mult,
+        cfg.ch(64),
+        cfg.ch(128),
+        cfg.ch(256),
+        cfg.ch(512)
+    );
+    println!(
+        "memory:      {} items × {}",
+        cfg.memory_items,
+        cfg.memory_dim()
+    );
+    println!("block:       {}", cfg.block.variant.name());
+    println!(
+        "parameters:  {} ({:.2} MB f32)",
+        c.params,
+        c.params as f64 * 4.0 / 1e6
+    );
+    println!(
+        "compute:     {:.3} GMAC per frame ({:.3} GFLOP)",
+        c.macs as f64 / 1e9,
+        2.0 * c.macs as f64 / 1e9
+    );
+    println!(
+        "activations: {:.1} MB per frame (all layer outputs, f32)",
+        c.activation_bytes as f64 / 1e6
+    );
+    Ok(())
+}
+
 /// Runs `edge-cli info`.
 pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
-    if is_dataset(&args.path) {
-        let ds = tre::open_dataset(&args.path)?;
+    if let Some(p) = &args.preset {
+        return print_preset(p, args.block, args.json);
+    }
+    let path = args
+        .path
+        .as_ref()
+        .expect("clap requires a path without --preset");
+    if is_dataset(path) {
+        let ds = tre::open_dataset(path)?;
         let s = summarize_dataset(&ds, args.units.unwrap_or(Units::Counts))?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&s)?);
@@ -115,9 +177,9 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
         height: args.height,
         fps: args.fps,
     };
-    let mut src = open_source(&args.path, &opts)?;
-    let s = summarize_source(src.as_mut())
-        .with_context(|| format!("reading {}", args.path.display()))?;
+    let mut src = open_source(path, &opts)?;
+    let s =
+        summarize_source(src.as_mut()).with_context(|| format!("reading {}", path.display()))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {

@@ -2,6 +2,7 @@
 
 pub mod info;
 pub mod simulate;
+pub mod train;
 
 use std::process::ExitCode;
 
@@ -27,7 +28,7 @@ pub enum Command {
     /// Watch a camera (or a replay) at 1 FPS and raise alerts.
     Run(NotYet),
     /// Train the anomaly model on normal footage.
-    Train(NotYet),
+    Train(train::TrainArgs),
     /// Export a checkpoint to a model bundle (ONNX f32/int8, f16 weights, parity report).
     Export(NotYet),
     /// Score footage with a bundle and print per-frame scores.
@@ -77,6 +78,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Simulate(a) => simulate::run(&a),
         Command::Info(a) => info::run(&a),
+        Command::Train(a) => train::run(&a),
         _ => {
             eprintln!("edge-cli {name}: not yet available in this version of thermal-edge");
             return ExitCode::from(EXIT_USAGE);

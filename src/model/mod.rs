@@ -3,6 +3,8 @@
 
 pub mod channel_transformer;
 pub mod config;
+pub mod cost;
+pub mod data;
 pub mod layers;
 pub mod masked_conv;
 pub mod memory;
@@ -10,6 +12,7 @@ pub mod mnad;
 pub mod optim;
 pub mod params;
 pub mod ssmctb;
+pub mod train;
 
 pub use config::{BlockVariant, Mode, ModelConfig};
 pub use mnad::Mnad;
