@@ -271,10 +271,22 @@ fn transposed_conv_gradients_match_finite_differences() {
     let x = Var::from_vec(rand(2 * 3 * 4 * 5), (2, 3, 4, 5), &dev).unwrap();
     let w = Var::from_vec(rand(3 * 2 * 3 * 3), (3, 2, 3, 3), &dev).unwrap();
     let weights = Tensor::from_vec(rand(2 * 2 * 8 * 10), (2, 2, 8, 10), &dev).unwrap();
-    let f = |x: &Tensor, w: &Tensor| -> Tensor { x.conv_transpose2d(w, 1, 1, 2, 1).unwrap().mul(&weights).unwrap().sum_all().unwrap() };
+    let f = |x: &Tensor, w: &Tensor| -> Tensor {
+        x.conv_transpose2d(w, 1, 1, 2, 1)
+            .unwrap()
+            .mul(&weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+    };
     let grads = f(x.as_tensor(), w.as_tensor()).backward().unwrap();
     for (var, g) in [(&x, grads.get(&x).unwrap()), (&w, grads.get(&w).unwrap())] {
-        let base = var.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let base = var
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
         let g = g.flatten_all().unwrap().to_vec1::<f64>().unwrap();
         for i in (0..base.len()).step_by(7) {
             let eps = 1e-6;
@@ -285,11 +297,19 @@ fn transposed_conv_gradients_match_finite_differences() {
             let shape = var.as_tensor().shape().clone();
             let eval = |v: Vec<f64>| -> f64 {
                 let t = Tensor::from_vec(v, shape.clone(), &dev).unwrap();
-                let out = if std::ptr::eq(var, &x) { f(&t, w.as_tensor()) } else { f(x.as_tensor(), &t) };
+                let out = if std::ptr::eq(var, &x) {
+                    f(&t, w.as_tensor())
+                } else {
+                    f(x.as_tensor(), &t)
+                };
                 out.to_scalar::<f64>().unwrap()
             };
             let numeric = (eval(plus) - eval(minus)) / (2.0 * eps);
-            assert!((numeric - g[i]).abs() < 1e-6, "element {i}: numeric {numeric} vs autograd {}", g[i]);
+            assert!(
+                (numeric - g[i]).abs() < 1e-6,
+                "element {i}: numeric {numeric} vs autograd {}",
+                g[i]
+            );
         }
     }
 }

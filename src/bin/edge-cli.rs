@@ -4,6 +4,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// Training allocates and frees many tensors of tens of MB per step; glibc hands them back to
+// the kernel each time and the page faults cost more than the arithmetic.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     thermal_edge::cli::run(thermal_edge::cli::Cli::parse())

@@ -7,6 +7,7 @@
 
 use candle_core::{Result, Tensor};
 
+use super::layers::im2col::{conv_taps, Geometry};
 use super::layers::Conv2d;
 use super::params::{Builder, ParamError};
 
@@ -74,8 +75,35 @@ impl MaskedConv {
 
     /// Applies the masked convolution and the ReLU; output shape = input shape.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (k, b) = self.full_kernel()?;
-        let y = x.conv2d(&k, self.k_prime + self.dilation, 1, 1, 1)?;
+        let pad = self.k_prime + self.dilation;
+        let (y, b) = if x.device().is_cpu() {
+            // Gather only the 4k′² live taps instead of running the mostly-zero k×k kernel.
+            let (_, c, h, w) = x.dims4()?;
+            let kp = self.k_prime;
+            let gap = self.kernel_size() - kp;
+            let places = [(0, 0), (gap, 0), (0, gap), (gap, gap)];
+            let taps: Vec<(usize, usize)> = places
+                .iter()
+                .flat_map(|&(t, l)| (0..kp).flat_map(move |i| (0..kp).map(move |j| (t + i, l + j))))
+                .collect();
+            let cout = self.subs[0].weight.dim(0)?;
+            let parts = self
+                .subs
+                .iter()
+                .map(|s| s.weight.reshape((cout, c, kp * kp)))
+                .collect::<Result<Vec<_>>>()?;
+            let wmat = Tensor::cat(&parts, 2)?.reshape((cout, c * taps.len()))?;
+            let g = Geometry::new(c, h, w, self.kernel_size(), 1, pad, taps);
+            let bias = self
+                .subs
+                .iter()
+                .skip(1)
+                .try_fold(self.subs[0].bias.clone(), |acc, s| acc + &s.bias)?;
+            (conv_taps(x, &wmat, &g)?, bias)
+        } else {
+            let (k, b) = self.full_kernel()?;
+            (x.conv2d(&k, pad, 1, 1, 1)?, b)
+        };
         y.broadcast_add(&b.reshape((1, (), 1, 1))?)?.relu()
     }
 }

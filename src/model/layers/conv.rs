@@ -2,6 +2,8 @@
 
 use candle_core::{Result, Tensor};
 
+use super::im2col::{col2im, conv_taps, Geometry};
+
 use crate::model::params::{Builder, Init, ParamError};
 
 /// Conv2d with bias, stride 1, "same" padding for odd kernels unless given.
@@ -36,7 +38,14 @@ impl Conv2d {
 
     /// Applies the convolution.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, 1, self.dilation, 1)?;
+        let y = if x.device().is_cpu() && self.dilation == 1 {
+            let (_, cin, h, w) = x.dims4()?;
+            let (cout, _, k, _) = self.weight.dims4()?;
+            let g = Geometry::new(cin, h, w, k, 1, self.padding, Geometry::dense_taps(k));
+            conv_taps(x, &self.weight.reshape((cout, cin * k * k))?, &g)?
+        } else {
+            x.conv2d(&self.weight, self.padding, 1, self.dilation, 1)?
+        };
         y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)
     }
 }
@@ -63,7 +72,16 @@ impl ConvTranspose2d {
 
     /// Applies the transposed convolution.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv_transpose2d(&self.weight, 1, 1, 2, 1)?;
+        let y = if x.device().is_cpu() {
+            let (b, cin, h, w) = x.dims4()?;
+            let cout = self.weight.dim(1)?;
+            // The transposed conv is the adjoint of a stride-2 conv on the output grid.
+            let g = Geometry::new(cout, 2 * h, 2 * w, 3, 2, 1, Geometry::dense_taps(3));
+            let wt = self.weight.reshape((cin, cout * 9))?.t()?;
+            col2im(&wt.broadcast_matmul(&x.reshape((b, cin, h * w))?)?, &g)?
+        } else {
+            x.conv_transpose2d(&self.weight, 1, 1, 2, 1)?
+        };
         y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)
     }
 }

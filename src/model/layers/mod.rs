@@ -2,6 +2,7 @@
 
 pub mod batch_norm;
 pub mod conv;
+pub mod im2col;
 pub mod layer_norm;
 pub mod linear;
 
