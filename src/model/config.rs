@@ -322,9 +322,10 @@ impl ModelConfig {
                 b.token_dim, b.heads
             ));
         }
-        if b.variant != BlockVariant::None && (b.token_dim == 0 || b.layers == 0 || b.mlp_dim == 0)
+        if b.variant != BlockVariant::None
+            && (b.token_dim == 0 || b.layers == 0 || b.mlp_dim == 0 || b.heads == 0)
         {
-            return e("block token dim, layers and MLP width must be non-zero".into());
+            return e("block token dim, heads, layers and MLP width must be non-zero".into());
         }
         if let BlockLoss::Huber { delta } = b.loss {
             if delta.is_nan() || delta <= 0.0 {

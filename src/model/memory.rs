@@ -34,9 +34,15 @@ impl Memory {
         })
     }
 
-    /// Current items as a detached tensor.
+    /// Current items as a detached tensor. It shares storage with the variable, so it changes
+    /// when [`Memory::update`] runs: use [`Memory::snapshot`] to keep the values across an update.
     pub fn items(&self) -> Tensor {
         self.items.as_detached_tensor()
+    }
+
+    /// A copy of the current items that later updates do not change.
+    pub fn snapshot(&self) -> Result<Tensor> {
+        self.items.as_tensor().copy()
     }
 
     /// Reads the memory with L2-normalised queries (N, D).
