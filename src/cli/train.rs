@@ -136,11 +136,16 @@ impl Progress for Bar {
         self.acc.block += (t.block - self.acc.block) * k;
         if let Some(b) = &self.bar {
             let a = &self.acc;
-            b.set_message(format!(
+            let msg = format!(
                 "loss {:.4} pix {:.4} cmp {:.4} sep {:.4} blk {:.4}",
                 a.total, a.pixel, a.compact, a.separate, a.block
-            ));
+            );
             b.inc(1);
+            // Without a terminal (a log file, systemd) the bar is hidden: log progress instead.
+            if b.is_hidden() && (self.n % 25 == 0 || Some(self.n as u64) == b.length()) {
+                log::info!("{}/{} steps: {msg}", self.n, b.length().unwrap_or(0));
+            }
+            b.set_message(msg);
         }
     }
 
