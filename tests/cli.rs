@@ -35,7 +35,6 @@ fn help_lists_every_subcommand() {
 fn planned_commands_exit_2_with_a_clear_message() {
     for cmd in [
         "run",
-        "train",
         "export",
         "calibrate",
         "eval",
