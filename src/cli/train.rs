@@ -142,7 +142,7 @@ impl Progress for Bar {
             );
             b.inc(1);
             // Without a terminal (a log file, systemd) the bar is hidden: log progress instead.
-            if b.is_hidden() && (self.n % 25 == 0 || Some(self.n as u64) == b.length()) {
+            if b.is_hidden() && (self.n.is_multiple_of(25) || Some(self.n as u64) == b.length()) {
                 log::info!("{}/{} steps: {msg}", self.n, b.length().unwrap_or(0));
             }
             b.set_message(msg);
