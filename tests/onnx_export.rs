@@ -230,3 +230,52 @@ fn exported_graph_has_the_interface_and_no_batch_norm() {
     assert_eq!(ops.iter().filter(|o| **o == "ConvTranspose").count(), 3);
     assert_eq!(ops.iter().filter(|o| **o == "Tanh").count(), 1);
 }
+
+#[test]
+fn edge_cli_export_writes_a_model_tract_loads() {
+    let d = tempfile::tempdir().unwrap();
+    let ckpt = d.path().join("epoch-0001");
+    std::fs::create_dir_all(&ckpt).unwrap();
+    let cfg = tiny(BlockVariant::Sspcab);
+    let store = ParamStore::new(Device::Cpu, 4);
+    let net = Mnad::new(&store, &cfg).unwrap();
+    store.save(&ckpt.join("model.safetensors")).unwrap();
+    std::fs::write(
+        ckpt.join("config.json"),
+        serde_json::to_vec_pretty(&cfg).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(d.path().join("latest"), "epoch-0001\n").unwrap();
+    let out_dir = d.path().join("bundle");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-cli"))
+        .args(["export", "--checkpoint"])
+        .arg(d.path())
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(out_dir.join("model.onnx")).unwrap();
+    assert_eq!(bytes, export_f32(&net, &store).unwrap());
+    tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])
+        .unwrap()
+        .into_optimized()
+        .unwrap();
+
+    // A folder without a checkpoint fails with exit code 1 and names the folder.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-cli"))
+        .args(["export", "--checkpoint"])
+        .arg(&out_dir)
+        .arg("--out")
+        .arg(d.path().join("x"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bundle"), "{err}");
+}
