@@ -4,7 +4,8 @@
 use candle_core::{Device, Tensor};
 use prost::Message;
 use thermal_edge::export::{
-    export_f32, INPUT_FRAMES, INPUT_MEMORY, OUTPUT_PRED, OUTPUT_QUERIES, OUTPUT_READ_WEIGHTS,
+    export_f32, model_f32, ExportOptions, INPUT_FRAMES, INPUT_MEMORY, OUTPUT_PRED, OUTPUT_QUERIES,
+    OUTPUT_READ_WEIGHTS,
 };
 use thermal_edge::model::config::Upsample;
 use thermal_edge::model::{BlockVariant, Mnad, ModelConfig, ParamStore};
@@ -44,8 +45,8 @@ fn perturb_norms(store: &ParamStore, seed: u64) {
     }
 }
 
-fn random_input(cfg: &ModelConfig, seed: u64) -> (Vec<usize>, Vec<f32>) {
-    let shape = vec![1, cfg.input_channels(), cfg.height, cfg.width];
+fn random_input(cfg: &ModelConfig, batch: usize, seed: u64) -> (Vec<usize>, Vec<f32>) {
+    let shape = vec![batch, cfg.input_channels(), cfg.height, cfg.width];
     let mut r = Rng::new(seed);
     let data = (0..shape.iter().product::<usize>())
         .map(|_| r.f32() * 2.0 - 1.0)
@@ -65,18 +66,23 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0f32, f32::max)
 }
 
-/// Max abs differences (pred, queries, read_weights) between candle and tract on `cfg`.
-fn compare(cfg: &ModelConfig, seed: u64) -> [f32; 3] {
+/// Max abs differences (pred, queries, read_weights) between candle and tract on `cfg`, with
+/// a batch-1 graph, or with a symbolic-batch graph run on `batch` frames.
+fn compare(cfg: &ModelConfig, seed: u64, symbolic: Option<usize>) -> [f32; 3] {
+    let batch = symbolic.unwrap_or(1);
     let store = ParamStore::new(Device::Cpu, seed);
     let net = Mnad::new(&store, cfg).unwrap();
     perturb_norms(&store, seed + 1);
-    let (shape, data) = random_input(cfg, seed + 2);
+    let (shape, data) = random_input(cfg, batch, seed + 2);
     let x = Tensor::from_vec(data.clone(), shape.as_slice(), &Device::Cpu).unwrap();
     let fwd = net.forward(&x, false).unwrap();
     let items = net.memory.snapshot().unwrap();
     let (m, d) = items.dims2().unwrap();
 
-    let bytes = export_f32(&net, &store).unwrap();
+    let opts = ExportOptions {
+        symbolic_batch: symbolic.is_some(),
+    };
+    let bytes = model_f32(&net, &store, opts).unwrap().encode_to_vec();
     let model = tract_onnx::onnx()
         .model_for_read(&mut &bytes[..])
         .unwrap()
@@ -92,9 +98,9 @@ fn compare(cfg: &ModelConfig, seed: u64) -> [f32; 3] {
     assert_eq!(out.len(), 3);
     let (qh, qw) = cfg.query_size();
     let expected_shapes = [
-        vec![1, cfg.channels, cfg.height, cfg.width],
-        vec![qh * qw, d],
-        vec![qh * qw, m],
+        vec![batch, cfg.channels, cfg.height, cfg.width],
+        vec![batch * qh * qw, d],
+        vec![batch * qh * qw, m],
     ];
     let theirs = [&fwd.pred, &fwd.queries, &fwd.read.weights];
     let mut diffs = [0f32; 3];
@@ -112,7 +118,11 @@ fn compare(cfg: &ModelConfig, seed: u64) -> [f32; 3] {
 }
 
 fn check(label: &str, cfg: &ModelConfig, seed: u64) {
-    let d = compare(cfg, seed);
+    check_batch(label, cfg, seed, None);
+}
+
+fn check_batch(label: &str, cfg: &ModelConfig, seed: u64, symbolic: Option<usize>) {
+    let d = compare(cfg, seed, symbolic);
     eprintln!(
         "{label}: max |candle − tract| pred {:.2e}, queries {:.2e}, read_weights {:.2e}",
         d[0], d[1], d[2]
@@ -174,6 +184,22 @@ fn tract_matches_candle_reconstruction_mode() {
 #[test]
 fn tract_matches_candle_edge_s_paper_block() {
     check("edge-s/paper", &ModelConfig::preset("edge-s").unwrap(), 18);
+}
+
+#[test]
+fn symbolic_batch_graph_matches_candle_on_three_frames() {
+    check_batch(
+        "tiny/paper/batch-3",
+        &tiny(BlockVariant::Paper),
+        19,
+        Some(3),
+    );
+    check_batch(
+        "tiny/sspcab/batch-3",
+        &tiny(BlockVariant::Sspcab),
+        20,
+        Some(3),
+    );
 }
 
 #[test]

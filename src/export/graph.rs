@@ -53,6 +53,7 @@ struct Exporter<'a> {
     g: GraphBuilder,
     weights: BTreeMap<String, Tensor>,
     cfg: &'a ModelConfig,
+    symbolic_batch: bool,
 }
 
 impl Exporter<'_> {
@@ -475,7 +476,13 @@ impl Exporter<'_> {
         let (h, w) = (cfg.height, cfg.width);
         let (m, d) = (cfg.memory_items, cfg.memory_dim());
         let (qh, qw) = cfg.query_size();
-        let batch = Dim::Fixed(1);
+        let n = qh * qw;
+        // Every Reshape keeps the batch with 0 or -1, so only the declared shapes change.
+        let (batch, queries) = if self.symbolic_batch {
+            (Dim::Symbol("batch".into()), Dim::Symbol("n_queries".into()))
+        } else {
+            (Dim::Fixed(1), Dim::Fixed(n))
+        };
         let x = self.g.input(
             INPUT_FRAMES,
             &[
@@ -547,7 +554,6 @@ impl Exporter<'_> {
                 self.gen(&u, net)?
             }
         };
-        let n = qh * qw;
         self.g.output(
             &pred,
             &[
@@ -558,15 +564,20 @@ impl Exporter<'_> {
             ],
         );
         self.g
-            .output(OUTPUT_QUERIES, &[Dim::Fixed(n), Dim::Fixed(d)]);
+            .output(OUTPUT_QUERIES, &[queries.clone(), Dim::Fixed(d)]);
         self.g
-            .output(OUTPUT_READ_WEIGHTS, &[Dim::Fixed(n), Dim::Fixed(m)]);
+            .output(OUTPUT_READ_WEIGHTS, &[queries, Dim::Fixed(m)]);
         Ok(self.g)
     }
 }
 
-/// Builds the ONNX graph of `net` with the weights of `store` (eval mode).
-pub fn build_graph(net: &Mnad, store: &ParamStore) -> Result<GraphBuilder, ExportError> {
+/// Builds the ONNX graph of `net` with the weights of `store` (eval mode); with
+/// `symbolic_batch` the batch is a symbol `batch` and the query count `n_queries` (= batch·h·w).
+pub fn build_graph(
+    net: &Mnad,
+    store: &ParamStore,
+    symbolic_batch: bool,
+) -> Result<GraphBuilder, ExportError> {
     let cfg = net.config();
     cfg.validate()
         .map_err(|e| ExportError::Unsupported(e.to_string()))?;
@@ -574,6 +585,7 @@ pub fn build_graph(net: &Mnad, store: &ParamStore) -> Result<GraphBuilder, Expor
         g: GraphBuilder::new(),
         weights: store.tensors(),
         cfg,
+        symbolic_batch,
     }
     .build(net)
 }

@@ -46,8 +46,20 @@ pub enum ExportError {
     Checkpoint(#[from] crate::model::train::TrainError),
 }
 
+/// How the graph is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// A symbolic batch (`batch`; queries `n_queries`) instead of batch 1. Off by default: the
+    /// edge runtime scores one frame at a time and a fixed shape lets tract plan for it.
+    pub symbolic_batch: bool,
+}
+
 /// The f32 ONNX model of `net` with the weights of `store` (eval mode, batch norm folded).
-pub fn model_f32(net: &Mnad, store: &ParamStore) -> Result<ModelProto, ExportError> {
+pub fn model_f32(
+    net: &Mnad,
+    store: &ParamStore,
+    opts: ExportOptions,
+) -> Result<ModelProto, ExportError> {
     let cfg = net.config();
     let doc = format!(
         "MNAD + {} block, {:?} mode, {}x{}, memory items as input '{INPUT_MEMORY}'",
@@ -56,12 +68,12 @@ pub fn model_f32(net: &Mnad, store: &ParamStore) -> Result<ModelProto, ExportErr
         cfg.height,
         cfg.width
     );
-    Ok(graph::build_graph(net, store)?.finish("thermal_edge_mnad", &doc))
+    Ok(graph::build_graph(net, store, opts.symbolic_batch)?.finish("thermal_edge_mnad", &doc))
 }
 
-/// The serialized f32 ONNX model of `net` (see [`model_f32`]).
+/// The serialized f32 ONNX model of `net`, batch 1 (see [`model_f32`]).
 pub fn export_f32(net: &Mnad, store: &ParamStore) -> Result<Vec<u8>, ExportError> {
-    Ok(model_f32(net, store)?.encode_to_vec())
+    Ok(model_f32(net, store, ExportOptions::default())?.encode_to_vec())
 }
 
 /// The serialized f32 ONNX model of the checkpoint in `dir` (`config.json` + `model.safetensors`).
