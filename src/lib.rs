@@ -4,6 +4,7 @@
 //! A lower module never imports a higher one.
 
 pub mod cli;
+pub mod export;
 pub mod frame;
 pub mod model;
 pub mod rng;

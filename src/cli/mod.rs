@@ -1,5 +1,6 @@
 //! The `edge-cli` command line: parse, call the library, print. One file per subcommand.
 
+pub mod export;
 pub mod info;
 pub mod simulate;
 pub mod train;
@@ -29,8 +30,8 @@ pub enum Command {
     Run(NotYet),
     /// Train the anomaly model on normal footage.
     Train(train::TrainArgs),
-    /// Export a checkpoint to a model bundle (ONNX f32/int8, f16 weights, parity report).
-    Export(NotYet),
+    /// Export a checkpoint to a model bundle (so far: the f32 ONNX model).
+    Export(export::ExportArgs),
     /// Score footage with a bundle and print per-frame scores.
     Infer(NotYet),
     /// Set alert thresholds from normal footage to a false-alarm budget.
@@ -79,6 +80,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Simulate(a) => simulate::run(&a),
         Command::Info(a) => info::run(&a),
         Command::Train(a) => train::run(&a),
+        Command::Export(a) => export::run(&a),
         _ => {
             eprintln!("edge-cli {name}: not yet available in this version of thermal-edge");
             return ExitCode::from(EXIT_USAGE);
