@@ -107,6 +107,32 @@ pub struct SourceInfo {
     pub fps: Option<f32>,
 }
 
+impl SourceInfo {
+    /// Sets the frame rate of a replay after checking it is a positive number.
+    pub fn set_fps(&mut self, path: &Path, fps: f32) -> Result<(), SourceError> {
+        if !(fps.is_finite() && fps > 0.0) {
+            return Err(SourceError::invalid(
+                path,
+                format!("frame rate must be a positive number, got {fps}"),
+            ));
+        }
+        self.fps = Some(fps);
+        Ok(())
+    }
+
+    /// Checks that per-frame labels cover exactly the replay's frames.
+    pub fn check_labels(&self, path: &Path, labels: &[i8]) -> Result<(), SourceError> {
+        let t = self.frame_count.unwrap_or(0);
+        if labels.len() != t {
+            return Err(SourceError::invalid(
+                path,
+                format!("{} labels for {t} frames", labels.len()),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Per-frame ground truth of a labelled clip.
 pub mod label {
     /// An event (anomaly) is visible.

@@ -85,25 +85,13 @@ impl Y16FileSource {
 
     /// Sets the recording's frame rate, which gives frames timestamps of `seq / fps`.
     pub fn with_fps(mut self, fps: f32) -> Result<Self, SourceError> {
-        if !(fps.is_finite() && fps > 0.0) {
-            return Err(SourceError::invalid(
-                &self.path,
-                format!("frame rate {fps} is not a positive number"),
-            ));
-        }
-        self.info.fps = Some(fps);
+        self.info.set_fps(&self.path, fps)?;
         Ok(self)
     }
 
     /// Attaches per-frame labels, checking their count.
     pub fn with_labels(mut self, labels: Vec<i8>) -> Result<Self, SourceError> {
-        let t = self.info.frame_count.unwrap_or(0);
-        if labels.len() != t {
-            return Err(SourceError::invalid(
-                &self.path,
-                format!("{} labels for {t} frames", labels.len()),
-            ));
-        }
+        self.info.check_labels(&self.path, &labels)?;
         self.labels = Some(labels);
         Ok(self)
     }
