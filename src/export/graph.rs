@@ -3,11 +3,12 @@
 //! convolution as one k×k convolution with a zero centre, and the memory items as a graph
 //! input so that the runtime can own and update them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use candle_core::Tensor;
 
 use super::onnx::{Attr, Dim, GraphBuilder};
+use super::quant::{quant_params, quantize_weight, weight_scales};
 use super::ExportError;
 use crate::model::config::{BlockConfig, BlockVariant, Mode, ModelConfig, Upsample};
 use crate::model::{Mnad, ParamStore};
@@ -48,12 +49,63 @@ fn to_data(name: &str, t: &Tensor) -> Result<Data, ExportError> {
     })
 }
 
+/// Which graph to write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GraphMode {
+    /// The f32 graph (ConvTranspose for the transposed convolutions).
+    F32 {
+        /// Symbolic batch (see `ExportOptions`).
+        symbolic_batch: bool,
+    },
+    /// The f32 graph in the int8 graph's structure (transposed convolutions as a 2×2
+    /// convolution + DepthToSpace), whose activation sites calibration observes.
+    Calibrate,
+    /// The int8 QOperator graph, with the activation range of every site.
+    Int8(BTreeMap<String, [f32; 2]>),
+}
+
+/// One activation that the int8 graph quantizes: a convolution's input or output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    /// `<conv>.in` or `<conv>.out` (the conv's parameter prefix).
+    pub name: String,
+    /// The ONNX value holding it in the f32 / calibration graph.
+    pub value: String,
+}
+
+/// A uint8 value of the int8 graph and its quantization.
+#[derive(Debug, Clone)]
+struct QValue {
+    scale: f32,
+    scale_name: String,
+    zp_name: String,
+}
+
+/// A uint8 value by name.
+#[derive(Debug, Clone)]
+struct Quantized {
+    name: String,
+    q: QValue,
+}
+
+/// int8 state: site ranges, quantized values, dequantized copies.
+#[derive(Debug, Default)]
+struct Quantizer {
+    ranges: BTreeMap<String, [f32; 2]>,
+    values: HashMap<String, QValue>,
+    dequantized: HashMap<String, String>,
+}
+
 /// The graph under construction with the weights it reads.
 struct Exporter<'a> {
     g: GraphBuilder,
     weights: BTreeMap<String, Tensor>,
     cfg: &'a ModelConfig,
     symbolic_batch: bool,
+    /// Transposed convolutions as a 2×2 convolution + DepthToSpace (int8 structure).
+    subpixel: bool,
+    sites: Vec<Site>,
+    quant: Option<Quantizer>,
 }
 
 impl Exporter<'_> {
@@ -132,39 +184,172 @@ impl Exporter<'_> {
         if let Some(bn) = bn {
             self.fold(&mut w, &mut b, bn, 0)?;
         }
-        let k = w.shape[2];
-        let y = self.conv_raw(x, conv, &w, &b, k / 2)?;
-        Ok(if relu {
-            self.g.node("Relu", &[&y], &[])
-        } else {
-            y
-        })
+        let p = (w.shape[2] / 2) as i64;
+        self.conv_node(x, conv, &w, &b, [p, p, p, p], None, relu)
     }
 
-    fn conv_raw(
+    /// One convolution (stride 1) with an optional ReLU: f32 `Conv` (+ `Relu`), or in int8 mode
+    /// `QLinearConv` whose saturating uint8 output performs the ReLU. `scales` overrides the
+    /// per-output-channel weight scales (the sub-pixel form of a transposed convolution shares
+    /// its scales between phases). Records the `<name>.in` / `<name>.out` sites.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_node(
         &mut self,
         x: &str,
-        hint: &str,
+        name: &str,
         w: &Data,
         b: &[f32],
-        pad: usize,
+        pads: [i64; 4],
+        scales: Option<Vec<f32>>,
+        relu: bool,
     ) -> Result<String, ExportError> {
+        let (kh, kw) = (w.shape[2] as i64, w.shape[3] as i64);
+        let attrs = [
+            ("kernel_shape", Attr::Ints(vec![kh, kw])),
+            ("pads", Attr::Ints(pads.to_vec())),
+            ("strides", Attr::Ints(vec![1, 1])),
+            ("dilations", Attr::Ints(vec![1, 1])),
+        ];
+        let site_in = format!("{name}.in");
+        let site_out = format!("{name}.out");
+        if self.quant.is_none() {
+            self.sites.push(Site {
+                name: site_in,
+                value: x.to_string(),
+            });
+            let wn = self
+                .g
+                .constant_f32(&format!("{name}.weight"), &w.shape, &w.values);
+            let bn = self.g.constant_f32(&format!("{name}.bias"), &[b.len()], b);
+            let y = self.g.node("Conv", &[x, &wn, &bn], &attrs);
+            let y = if relu {
+                self.g.node("Relu", &[&y], &[])
+            } else {
+                y
+            };
+            self.sites.push(Site {
+                name: site_out,
+                value: y.clone(),
+            });
+            return Ok(y);
+        }
+        let xq = self.quantized(x, &site_in)?;
+        let cout = w.shape[0];
+        let scales = scales.unwrap_or_else(|| weight_scales(&w.values, &w.shape, 0));
+        let wq = quantize_weight(&w.values, &w.shape, 0, &scales);
+        let bias: Vec<i32> = (0..cout)
+            .map(|c| {
+                let s = f64::from(xq.q.scale) * f64::from(scales[c]);
+                (f64::from(b[c]) / s)
+                    .round_ties_even()
+                    .clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32
+            })
+            .collect();
+        let [lo, hi] = self.range(&site_out)?;
+        let (ys, yzp) = quant_params(if relu { 0.0 } else { lo }, hi);
         let wn = self
             .g
-            .constant_f32(&format!("{hint}.weight"), &w.shape, &w.values);
-        let bn = self.g.constant_f32(&format!("{hint}.bias"), &[b.len()], b);
-        let (kh, kw) = (w.shape[2] as i64, w.shape[3] as i64);
-        let p = pad as i64;
-        Ok(self.g.node(
-            "Conv",
-            &[x, &wn, &bn],
+            .constant_i8(&format!("{name}.weight_q"), &w.shape, &wq);
+        let wsn = self
+            .g
+            .constant_f32(&format!("{name}.weight_scale"), &[cout], &scales);
+        let wzp = self
+            .g
+            .constant_i8(&format!("{name}.weight_zp"), &[cout], &vec![0; cout]);
+        let bn = self
+            .g
+            .constant_i32(&format!("{name}.bias_q"), &[cout], &bias);
+        let ysn = self.g.constant_f32(&format!("{name}.y_scale"), &[], &[ys]);
+        let yzpn = self.g.constant_u8(&format!("{name}.y_zp"), &[], &[yzp]);
+        let y = self.g.node(
+            "QLinearConv",
             &[
-                ("kernel_shape", Attr::Ints(vec![kh, kw])),
-                ("pads", Attr::Ints(vec![p, p, p, p])),
-                ("strides", Attr::Ints(vec![1, 1])),
-                ("dilations", Attr::Ints(vec![1, 1])),
+                &xq.name,
+                &xq.q.scale_name,
+                &xq.q.zp_name,
+                &wn,
+                &wsn,
+                &wzp,
+                &ysn,
+                &yzpn,
+                &bn,
             ],
-        ))
+            &attrs,
+        );
+        self.mark_quantized(
+            &y,
+            QValue {
+                scale: ys,
+                scale_name: ysn,
+                zp_name: yzpn,
+            },
+        );
+        Ok(y)
+    }
+
+    fn range(&self, site: &str) -> Result<[f32; 2], ExportError> {
+        let q = self.quant.as_ref().expect("int8 mode");
+        q.ranges
+            .get(site)
+            .copied()
+            .ok_or_else(|| ExportError::Unsupported(format!("no activation range for {site}")))
+    }
+
+    fn mark_quantized(&mut self, value: &str, q: QValue) {
+        if let Some(quant) = self.quant.as_mut() {
+            quant.values.insert(value.to_string(), q);
+        }
+    }
+
+    /// `x` as a uint8 value: itself when it already is one, else `QuantizeLinear` with the
+    /// calibrated range of `site`.
+    fn quantized(&mut self, x: &str, site: &str) -> Result<Quantized, ExportError> {
+        if let Some(q) = self.quant.as_ref().and_then(|q| q.values.get(x)) {
+            return Ok(Quantized {
+                name: x.to_string(),
+                q: q.clone(),
+            });
+        }
+        let [lo, hi] = self.range(site)?;
+        let (s, zp) = quant_params(lo, hi);
+        let sn = self.g.constant_f32(&format!("{site}.scale"), &[], &[s]);
+        let zpn = self.g.constant_u8(&format!("{site}.zp"), &[], &[zp]);
+        let y = self.g.node("QuantizeLinear", &[x, &sn, &zpn], &[]);
+        let q = QValue {
+            scale: s,
+            scale_name: sn,
+            zp_name: zpn,
+        };
+        self.mark_quantized(&y, q.clone());
+        Ok(Quantized { name: y, q })
+    }
+
+    /// `x` as an f32 value: a (shared) `DequantizeLinear` when it is a uint8 value.
+    fn f(&mut self, x: &str) -> String {
+        let Some(quant) = self.quant.as_ref() else {
+            return x.to_string();
+        };
+        if let Some(d) = quant.dequantized.get(x) {
+            return d.clone();
+        }
+        let Some(q) = quant.values.get(x).cloned() else {
+            return x.to_string();
+        };
+        let d = self
+            .g
+            .node("DequantizeLinear", &[x, &q.scale_name, &q.zp_name], &[]);
+        if let Some(quant) = self.quant.as_mut() {
+            quant.dequantized.insert(x.to_string(), d.clone());
+        }
+        d
+    }
+
+    /// An op that commutes with uint8 quantization (max-pooling, data movement): its output
+    /// keeps the input's quantization.
+    fn passthrough(&mut self, x: &str, y: &str) {
+        if let Some(q) = self.quant.as_ref().and_then(|q| q.values.get(x)).cloned() {
+            self.mark_quantized(y, q);
+        }
     }
 
     /// `Basic`: conv → BN → ReLU → conv → [BN → ReLU].
@@ -178,14 +363,16 @@ impl Exporter<'_> {
     }
 
     fn max_pool(&mut self, x: &str) -> String {
-        self.g.node(
+        let y = self.g.node(
             "MaxPool",
             &[x],
             &[
                 ("kernel_shape", Attr::Ints(vec![2, 2])),
                 ("strides", Attr::Ints(vec![2, 2])),
             ],
-        )
+        );
+        self.passthrough(x, &y);
+        y
     }
 
     /// `Up`: ConvTranspose (or nearest ×2 + conv) with its BN folded in, then ReLU.
@@ -198,6 +385,9 @@ impl Exporter<'_> {
                 let cout = w.shape[1];
                 let mut b = self.get_shaped(&format!("{t}.bias"), &[cout])?.values;
                 self.fold(&mut w, &mut b, &bn, 1)?;
+                if self.subpixel {
+                    return self.subpixel_up(x, &t, &w, &b);
+                }
                 let wn = self
                     .g
                     .constant_f32(&format!("{t}.weight"), &w.shape, &w.values);
@@ -214,6 +404,7 @@ impl Exporter<'_> {
                 )
             }
             Upsample::NearestConv => {
+                let x = &self.f(x);
                 let scales = self
                     .g
                     .constant_f32("up_scales", &[4], &[1.0, 1.0, 2.0, 2.0]);
@@ -234,6 +425,75 @@ impl Exporter<'_> {
             }
         };
         Ok(self.g.node("Relu", &[&y], &[]))
+    }
+
+    /// The transposed convolution (k 3, stride 2, pad 1, output pad 1; weight (I, O, 3, 3), BN
+    /// folded) followed by ReLU, as one 2×2 convolution with four phases of O channels each
+    /// (padded one row/column at the end) and a DepthToSpace: output pixel (2m+a, 2n+b) is phase
+    /// a·2+b at (m, n). Along one axis, phase 0 takes tap 1 at offset 0; phase 1 takes tap 2 at
+    /// offset 0 and tap 0 at offset 1. The weight scales are per O channel over all nine taps,
+    /// as quantization-aware training computes them.
+    fn subpixel_up(
+        &mut self,
+        x: &str,
+        name: &str,
+        w: &Data,
+        b: &[f32],
+    ) -> Result<String, ExportError> {
+        let (cin, cout) = (w.shape[0], w.shape[1]);
+        // tap(phase, offset) along one axis; None where that phase has no tap.
+        let tap = |phase: usize, off: usize| -> Option<usize> {
+            match (phase, off) {
+                (0, 0) => Some(1),
+                (1, 0) => Some(2),
+                (1, 1) => Some(0),
+                _ => None,
+            }
+        };
+        let mut k = vec![0f32; 4 * cout * cin * 4];
+        for a in 0..2 {
+            for bb in 0..2 {
+                let phase = a * 2 + bb;
+                for c in 0..cout {
+                    for ci in 0..cin {
+                        for u in 0..2 {
+                            for v in 0..2 {
+                                if let (Some(ky), Some(kx)) = (tap(a, u), tap(bb, v)) {
+                                    let src = ((ci * cout + c) * 3 + ky) * 3 + kx;
+                                    let dst = (((phase * cout + c) * cin + ci) * 2 + u) * 2 + v;
+                                    k[dst] = w.values[src];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let scales = weight_scales(&w.values, &w.shape, 1);
+        let scales4: Vec<f32> = (0..4).flat_map(|_| scales.iter().copied()).collect();
+        let bias4: Vec<f32> = (0..4).flat_map(|_| b.iter().copied()).collect();
+        let kd = Data {
+            shape: vec![4 * cout, cin, 2, 2],
+            values: k,
+        };
+        let y = self.conv_node(x, name, &kd, &bias4, [0, 0, 1, 1], Some(scales4), true)?;
+        let d2s = self.g.node(
+            "DepthToSpace",
+            &[&y],
+            &[
+                ("blocksize", Attr::Int(2)),
+                ("mode", Attr::Str("DCR".into())),
+            ],
+        );
+        self.passthrough(&y, &d2s);
+        Ok(d2s)
+    }
+
+    /// Channel concatenation of two feature maps, in f32 (their quantizations differ).
+    fn concat(&mut self, a: &str, b: &str) -> String {
+        let a = self.f(a);
+        let b = self.f(b);
+        self.g.node("Concat", &[&a, &b], &[("axis", Attr::Int(1))])
     }
 
     fn reshape(&mut self, x: &str, shape: &[i64]) -> String {
@@ -444,8 +704,9 @@ impl Exporter<'_> {
                     source,
                 })?;
                 let (k, b) = (to_data(name, &k)?, to_data(name, &b)?);
-                let z = self.conv_raw(&y, name, &k, &b.values, mc.k_prime + mc.dilation)?;
-                let z = self.g.node("Relu", &[&z], &[]);
+                let p = (mc.k_prime + mc.dilation) as i64;
+                let z = self.conv_node(&y, name, &k, &b.values, [p, p, p, p], None, true)?;
+                let z = self.f(&z);
                 let c = k.shape[0];
                 let gate = match variant {
                     BlockVariant::Sspcab => self.se_gate(&z, c)?,
@@ -466,12 +727,13 @@ impl Exporter<'_> {
             }
         };
         let y = self.conv(&y, &format!("{p}.c3"), None, false)?;
+        let y = self.f(&y);
         let out = OUTPUT_PRED;
         self.g.node_named("Tanh", &[&y], out, &[]);
         Ok(out.to_string())
     }
 
-    fn build(mut self, net: &Mnad) -> Result<GraphBuilder, ExportError> {
+    fn build_body(&mut self, net: &Mnad) -> Result<(), ExportError> {
         let cfg = self.cfg;
         let (h, w) = (cfg.height, cfg.width);
         let (m, d) = (cfg.memory_items, cfg.memory_dim());
@@ -503,6 +765,7 @@ impl Exporter<'_> {
         let fea = self.basic(&p3, "enc.b4", false)?;
 
         // F.normalize over channels: x / max(‖x‖₂, 1e-12).
+        let fea = self.f(&fea);
         let sq = self.g.node("Mul", &[&fea, &fea], &[]);
         let axes = self.g.constant_i64("axes", &[1]);
         let ss = self
@@ -536,13 +799,13 @@ impl Exporter<'_> {
         let pred = match cfg.mode {
             Mode::Prediction => {
                 let u = self.up(&y, "dec.up4")?;
-                let y = self.g.node("Concat", &[&s3, &u], &[("axis", Attr::Int(1))]);
+                let y = self.concat(&s3, &u);
                 let y = self.basic(&y, "dec.b3", true)?;
                 let u = self.up(&y, "dec.up3")?;
-                let y = self.g.node("Concat", &[&s2, &u], &[("axis", Attr::Int(1))]);
+                let y = self.concat(&s2, &u);
                 let y = self.basic(&y, "dec.b2", true)?;
                 let u = self.up(&y, "dec.up2")?;
-                let y = self.g.node("Concat", &[&s1, &u], &[("axis", Attr::Int(1))]);
+                let y = self.concat(&s1, &u);
                 self.gen(&y, net)?
             }
             Mode::Reconstruction => {
@@ -567,7 +830,7 @@ impl Exporter<'_> {
             .output(OUTPUT_QUERIES, &[queries.clone(), Dim::Fixed(d)]);
         self.g
             .output(OUTPUT_READ_WEIGHTS, &[queries, Dim::Fixed(m)]);
-        Ok(self.g)
+        Ok(())
     }
 }
 
@@ -578,14 +841,39 @@ pub fn build_graph(
     store: &ParamStore,
     symbolic_batch: bool,
 ) -> Result<GraphBuilder, ExportError> {
+    Ok(build_graph_with(net, store, GraphMode::F32 { symbolic_batch })?.0)
+}
+
+/// Builds the graph of `net` in `mode`; also returns the activation sites in graph order.
+pub fn build_graph_with(
+    net: &Mnad,
+    store: &ParamStore,
+    mode: GraphMode,
+) -> Result<(GraphBuilder, Vec<Site>), ExportError> {
     let cfg = net.config();
     cfg.validate()
         .map_err(|e| ExportError::Unsupported(e.to_string()))?;
-    Exporter {
+    let (symbolic_batch, subpixel, quant) = match mode {
+        GraphMode::F32 { symbolic_batch } => (symbolic_batch, false, None),
+        GraphMode::Calibrate => (false, true, None),
+        GraphMode::Int8(ranges) => (
+            false,
+            true,
+            Some(Quantizer {
+                ranges,
+                ..Default::default()
+            }),
+        ),
+    };
+    let mut e = Exporter {
         g: GraphBuilder::new(),
         weights: store.tensors(),
         cfg,
         symbolic_batch,
-    }
-    .build(net)
+        subpixel,
+        sites: Vec::new(),
+        quant,
+    };
+    e.build_body(net)?;
+    Ok((e.g, e.sites))
 }

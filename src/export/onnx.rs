@@ -2,15 +2,17 @@
 //! initializers and nodes with generated unique value names.
 
 use tract_onnx::pb::{
-    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
+    attribute_proto::AttributeType, tensor_shape_proto, type_proto, AttributeProto, GraphProto,
+    ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto,
 };
 
 /// ONNX IR version written (ONNX 1.13+ readers).
 pub const IR_VERSION: i64 = 8;
 /// Default-domain opset written (17: first with LayerNormalization).
 pub const OPSET: i64 = 17;
+
+pub use tract_onnx::pb::tensor_proto::DataType;
 
 /// One dimension of a graph input or output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +133,54 @@ impl GraphBuilder {
             ..Default::default()
         });
         name
+    }
+
+    /// Adds an initializer of any element type from its little-endian bytes.
+    pub fn constant_raw(
+        &mut self,
+        hint: &str,
+        dims: &[usize],
+        data_type: DataType,
+        raw_data: Vec<u8>,
+    ) -> String {
+        let name = self.fresh(hint);
+        self.initializers.push(TensorProto {
+            name: name.clone(),
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: data_type as i32,
+            raw_data,
+            ..Default::default()
+        });
+        name
+    }
+
+    /// Adds a u8 initializer (quantized activations' zero points).
+    pub fn constant_u8(&mut self, hint: &str, dims: &[usize], data: &[u8]) -> String {
+        self.constant_raw(hint, dims, DataType::Uint8, data.to_vec())
+    }
+
+    /// Adds an i8 initializer (quantized weights and their zero points).
+    pub fn constant_i8(&mut self, hint: &str, dims: &[usize], data: &[i8]) -> String {
+        let raw = data.iter().map(|&v| v as u8).collect();
+        self.constant_raw(hint, dims, DataType::Int8, raw)
+    }
+
+    /// Adds an i32 initializer (quantized biases).
+    pub fn constant_i32(&mut self, hint: &str, dims: &[usize], data: &[i32]) -> String {
+        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.constant_raw(hint, dims, DataType::Int32, raw)
+    }
+
+    /// Declares an f32 graph output of unspecified shape (intermediate values exposed for
+    /// calibration).
+    pub fn output_any_shape(&mut self, name: &str) {
+        let mut v = value_info(name, &[]);
+        if let Some(type_proto::Value::TensorType(t)) =
+            v.r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
+            t.shape = None;
+        }
+        self.outputs.push(v);
     }
 
     /// Adds a 1-D i64 initializer (shapes, axes) and returns its name.
