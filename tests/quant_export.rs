@@ -5,8 +5,9 @@
 use candle_core::Device;
 use prost::Message;
 use thermal_edge::export::quant::{
-    calibrate, export_int8, memory_items, quant_params, quantize_u8, spread_windows, weight_scales,
-    window_input, CalibOptions, Observer, RangeMethod,
+    calibrate, chosen_ranges, export_int8, int8_output_error, memory_items, quant_params,
+    quantize_u8, refine_by_output, spread_windows, weight_scales, window_input, CalibOptions,
+    Observer, RangeMethod,
 };
 use thermal_edge::export::{export_f32, graph::build_graph_with, graph::GraphMode};
 use thermal_edge::model::data::{Clip, FrameSet};
@@ -156,7 +157,7 @@ fn int8_model_runs_integer_convolutions_and_follows_f32() {
     let (store, net, cfg) = tiny(5);
     let set = frames(&cfg, 3, 24);
     let windows = spread_windows(&set, cfg.t_length, 16);
-    let ranges = calibrate(
+    let mut cal = calibrate(
         &net,
         &store,
         &set,
@@ -165,6 +166,21 @@ fn int8_model_runs_integer_convolutions_and_follows_f32() {
         |_, _| {},
     )
     .unwrap();
+    // Choosing by the output error never ends worse than the per-tensor choice it starts from.
+    let inputs: Vec<Vec<f32>> = windows[..3]
+        .iter()
+        .map(|&w| window_input(&set, &cfg, w))
+        .collect();
+    let before = int8_output_error(&net, &store, &chosen_ranges(&cal), &inputs).unwrap();
+    let after = refine_by_output(&net, &store, &mut cal, &inputs, |_, _| {}).unwrap();
+    eprintln!("int8 output error: per-tensor ranges {before:.3e}, chosen by output {after:.3e}");
+    assert!(after <= before, "{after} > {before}");
+    let check = int8_output_error(&net, &store, &chosen_ranges(&cal), &inputs).unwrap();
+    assert!(
+        (check - after).abs() <= 1e-12 * after.max(1.0),
+        "{check} vs {after}"
+    );
+    let ranges = chosen_ranges(&cal);
     // Every conv has an input and an output site.
     assert!(ranges.iter().any(|r| r.name == "enc.b1.c1.in"));
     assert!(ranges.iter().any(|r| r.name == "dec.gen.block.masked.out"));

@@ -71,6 +71,8 @@ pub struct Site {
     pub name: String,
     /// The ONNX value holding it in the f32 / calibration graph.
     pub value: String,
+    /// Whether a tanh follows (the network's output): its error counts after the tanh.
+    pub then_tanh: bool,
 }
 
 /// A uint8 value of the int8 graph and its quantization.
@@ -216,6 +218,7 @@ impl Exporter<'_> {
             self.sites.push(Site {
                 name: site_in,
                 value: x.to_string(),
+                then_tanh: false,
             });
             let wn = self
                 .g
@@ -230,6 +233,7 @@ impl Exporter<'_> {
             self.sites.push(Site {
                 name: site_out,
                 value: y.clone(),
+                then_tanh: false,
             });
             return Ok(y);
         }
@@ -287,12 +291,19 @@ impl Exporter<'_> {
         Ok(y)
     }
 
-    fn range(&self, site: &str) -> Result<[f32; 2], ExportError> {
+    /// The activation range of `site` (int8 mode), recorded as a site the graph uses.
+    fn range(&mut self, site: &str) -> Result<[f32; 2], ExportError> {
         let q = self.quant.as_ref().expect("int8 mode");
-        q.ranges
-            .get(site)
-            .copied()
-            .ok_or_else(|| ExportError::Unsupported(format!("no activation range for {site}")))
+        let r =
+            q.ranges.get(site).copied().ok_or_else(|| {
+                ExportError::Unsupported(format!("no activation range for {site}"))
+            })?;
+        self.sites.push(Site {
+            name: site.to_string(),
+            value: String::new(),
+            then_tanh: false,
+        });
+        Ok(r)
     }
 
     fn mark_quantized(&mut self, value: &str, q: QValue) {
@@ -727,6 +738,11 @@ impl Exporter<'_> {
             }
         };
         let y = self.conv(&y, &format!("{p}.c3"), None, false)?;
+        if self.quant.is_none() {
+            if let Some(site) = self.sites.last_mut() {
+                site.then_tanh = true;
+            }
+        }
         let y = self.f(&y);
         let out = OUTPUT_PRED;
         self.g.node_named("Tanh", &[&y], out, &[]);
@@ -844,7 +860,8 @@ pub fn build_graph(
     Ok(build_graph_with(net, store, GraphMode::F32 { symbolic_batch })?.0)
 }
 
-/// Builds the graph of `net` in `mode`; also returns the activation sites in graph order.
+/// Builds the graph of `net` in `mode`; also returns the activation sites in graph order (in
+/// int8 mode: the sites whose ranges the graph uses, without values).
 pub fn build_graph_with(
     net: &Mnad,
     store: &ParamStore,

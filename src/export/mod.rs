@@ -3,6 +3,7 @@
 
 pub mod graph;
 pub mod onnx;
+pub mod parity;
 pub mod quant;
 
 use std::path::Path;

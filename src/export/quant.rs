@@ -74,7 +74,7 @@ pub fn quantize_weight(w: &[f32], shape: &[usize], axis: usize, scales: &[f32]) 
 }
 
 /// How an activation range was chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RangeMethod {
     /// The observed minimum and maximum.
     MinMax,
@@ -125,6 +125,7 @@ pub struct Observer {
     sample: Vec<f32>,
     cap: usize,
     rng: Rng,
+    then_tanh: bool,
 }
 
 impl Observer {
@@ -136,7 +137,15 @@ impl Observer {
             sample: Vec::new(),
             cap,
             rng: Rng::new(seed),
+            then_tanh: false,
         }
+    }
+
+    /// Measures errors after a tanh (for the tensor that a tanh turns into the output, whose
+    /// large magnitudes all map to ±1).
+    pub fn then_tanh(mut self, yes: bool) -> Self {
+        self.then_tanh = yes;
+        self
     }
 
     /// Records a batch of values.
@@ -170,7 +179,11 @@ impl Observer {
             .iter()
             .map(|&v| {
                 let q = (f32::from(quantize_u8(v, s, zp)) - f32::from(zp)) * s;
-                f64::from(q - v).powi(2)
+                if self.then_tanh {
+                    f64::from(q.tanh() - v.tanh()).powi(2)
+                } else {
+                    f64::from(q - v).powi(2)
+                }
             })
             .sum();
         sum / self.sample.len() as f64
@@ -179,6 +192,24 @@ impl Observer {
     /// Picks the range with the smallest quantization error among min-max, two percentile
     /// ranges and a search over shrunk min-max ranges.
     pub fn choose(&self, name: &str) -> SiteRange {
+        self.choose_among(name, None)
+    }
+
+    /// The best range of each method (min-max, the two percentiles, the best shrink factor).
+    pub fn candidates(&self, name: &str) -> Vec<SiteRange> {
+        [
+            RangeMethod::MinMax,
+            RangeMethod::Percentile9999,
+            RangeMethod::Percentile999,
+            RangeMethod::Mse,
+        ]
+        .into_iter()
+        .map(|m| self.choose_among(name, Some(m)))
+        .collect()
+    }
+
+    /// Like [`Observer::choose`], restricted to one method when `only` is given.
+    pub fn choose_among(&self, name: &str, only: Option<RangeMethod>) -> SiteRange {
         let (min, max) = if self.min <= self.max {
             (self.min, self.max)
         } else {
@@ -206,12 +237,17 @@ impl Observer {
                 quantile(0.999),
             ),
         ];
-        for i in 1..40 {
-            let f = 1.0 - 0.0175 * i as f32;
+        // Shrink factors from 1 down to 1/256, geometrically: late decoder activations are
+        // heavy-tailed (maxima 1000× their mean), where the best range is a small fraction.
+        for i in 1..=64 {
+            let f = 2f32.powf(-(i as f32) / 8.0);
             candidates.push((RangeMethod::Mse, min * f, max * f));
         }
         let mut best: Option<SiteRange> = None;
         for (method, lo, hi) in candidates {
+            if only.is_some_and(|m| m != method) {
+                continue;
+            }
             let mse = self.mse(lo, hi);
             if best.as_ref().is_none_or(|b| mse < b.mse) {
                 best = Some(SiteRange {
@@ -227,20 +263,48 @@ impl Observer {
     }
 }
 
+/// The candidate ranges of one activation site and the one chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiteCalibration {
+    /// One range per method (min-max, percentiles, MSE-optimal).
+    pub candidates: Vec<SiteRange>,
+    /// Index of the chosen candidate.
+    pub chosen: usize,
+}
+
+impl SiteCalibration {
+    /// The chosen range.
+    pub fn range(&self) -> &SiteRange {
+        &self.candidates[self.chosen]
+    }
+}
+
+/// The chosen range of every site.
+pub fn chosen_ranges(cal: &[SiteCalibration]) -> Vec<SiteRange> {
+    cal.iter().map(|c| c.range().clone()).collect()
+}
+
 /// Options of the activation calibration.
 #[derive(Debug, Clone, Copy)]
 pub struct CalibOptions {
     /// Frame windows run through the f32 model.
     pub windows: usize,
+    /// Windows on which each site's candidates are compared by the int8 model's output error
+    /// (0: keep the per-tensor choice).
+    pub refine_windows: usize,
     /// Sample values kept per activation tensor.
     pub sample_cap: usize,
+    /// One range method for every tensor instead of the per-tensor best.
+    pub method: Option<RangeMethod>,
 }
 
 impl Default for CalibOptions {
     fn default() -> Self {
         Self {
             windows: 48,
+            refine_windows: 6,
             sample_cap: 1 << 16,
+            method: None,
         }
     }
 }
@@ -268,7 +332,9 @@ pub fn window_input(
 }
 
 /// Calibrates every activation site of `net` on `windows` of `set`: runs the f32 graph in its
-/// int8 structure with the sites exposed as outputs and chooses each site's range.
+/// int8 structure with the sites exposed as outputs and finds each site's candidate ranges,
+/// choosing the one with the smallest quantization error of the tensor itself (or the forced
+/// method). [`refine_by_output`] then chooses by the error of the network's output.
 pub fn calibrate(
     net: &Mnad,
     store: &ParamStore,
@@ -276,7 +342,7 @@ pub fn calibrate(
     windows: &[(usize, usize)],
     opts: CalibOptions,
     mut progress: impl FnMut(usize, usize),
-) -> Result<Vec<SiteRange>, ExportError> {
+) -> Result<Vec<SiteCalibration>, ExportError> {
     let cfg = net.config();
     let (mut builder, sites) = build_graph_with(net, store, GraphMode::Calibrate)?;
     // One graph output per distinct site value; the frames input is observed directly.
@@ -295,7 +361,11 @@ pub fn calibrate(
     let (m, d) = (cfg.memory_items, cfg.memory_dim());
     let mut observers: BTreeMap<String, Observer> = BTreeMap::new();
     for (i, o) in outputs.iter().enumerate() {
-        observers.insert(o.clone(), Observer::new(opts.sample_cap, 0x5eed + i as u64));
+        let tanh = sites.iter().any(|s| &s.value == o && s.then_tanh);
+        observers.insert(
+            o.clone(),
+            Observer::new(opts.sample_cap, 0x5eed + i as u64).then_tanh(tanh),
+        );
     }
     observers.insert(
         super::INPUT_FRAMES.to_string(),
@@ -323,8 +393,127 @@ pub fn calibrate(
     }
     Ok(sites
         .iter()
-        .map(|s| observers[&s.value].choose(&s.name))
+        .map(|s| {
+            let o = &observers[&s.value];
+            let candidates = o.candidates(&s.name);
+            let best = o.choose_among(&s.name, opts.method);
+            let chosen = candidates
+                .iter()
+                .position(|c| c.method == best.method)
+                .expect("every method has a candidate");
+            SiteCalibration { candidates, chosen }
+        })
         .collect())
+}
+
+/// Mean squared difference of the int8 model's predicted frames and queries from the f32
+/// model's `reference` outputs on `inputs`.
+fn output_error(
+    net: &Mnad,
+    store: &ParamStore,
+    ranges: &[SiteRange],
+    inputs: &[Vec<f32>],
+    reference: &[(Vec<f32>, Vec<f32>)],
+    memory: &[f32],
+) -> Result<f64, ExportError> {
+    let model = tract_bytes(&export_int8(net, store, ranges)?)?;
+    let mut err = 0f64;
+    for (x, (pred, queries)) in inputs.iter().zip(reference) {
+        let (p, q) = run_model(&model, net.config(), x, memory)?;
+        err += mse(&p, pred) + mse(&q, queries);
+    }
+    Ok(err / inputs.len().max(1) as f64)
+}
+
+fn mse(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(x - y).powi(2))
+        .sum::<f64>()
+        / a.len().max(1) as f64
+}
+
+/// Mean squared difference of the int8 model with `ranges` from the f32 model (predicted frame
+/// + queries) on `inputs`.
+pub fn int8_output_error(
+    net: &Mnad,
+    store: &ParamStore,
+    ranges: &[SiteRange],
+    inputs: &[Vec<f32>],
+) -> Result<f64, ExportError> {
+    let memory = memory_items(store)?;
+    let f32_model = tract_bytes(&super::export_f32(net, store)?)?;
+    let reference = inputs
+        .iter()
+        .map(|x| run_model(&f32_model, net.config(), x, &memory))
+        .collect::<Result<Vec<_>, _>>()?;
+    output_error(net, store, ranges, inputs, &reference, &memory)
+}
+
+/// Chooses, site by site in graph order, the candidate range whose int8 model reproduces the
+/// f32 model's output (predicted frame and queries) best on `inputs`; per-tensor error alone
+/// keeps the rare, very large activations of the late decoder and loses the common small ones.
+/// Returns the final output error. Only sites the int8 graph uses are searched.
+pub fn refine_by_output(
+    net: &Mnad,
+    store: &ParamStore,
+    cal: &mut [SiteCalibration],
+    inputs: &[Vec<f32>],
+    mut progress: impl FnMut(usize, usize),
+) -> Result<f64, ExportError> {
+    let memory = memory_items(store)?;
+    let f32_model = tract_bytes(&super::export_f32(net, store)?)?;
+    let reference = inputs
+        .iter()
+        .map(|x| run_model(&f32_model, net.config(), x, &memory))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ranges = chosen_ranges(cal);
+    let map = ranges
+        .iter()
+        .map(|r| (r.name.clone(), [r.lo, r.hi]))
+        .collect();
+    let (_, used) = build_graph_with(net, store, GraphMode::Int8(map))?;
+    let used: Vec<usize> = cal
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| used.iter().any(|u| u.name == c.range().name))
+        .map(|(i, _)| i)
+        .collect();
+    // Start from the best single method for every site (or the per-tensor choice).
+    let mut best = output_error(net, store, &chosen_ranges(cal), inputs, &reference, &memory)?;
+    let mut start: Vec<usize> = cal.iter().map(|c| c.chosen).collect();
+    for j in 0..cal.first().map_or(0, |c| c.candidates.len()) {
+        for c in cal.iter_mut() {
+            c.chosen = j;
+        }
+        let e = output_error(net, store, &chosen_ranges(cal), inputs, &reference, &memory)?;
+        if e < best {
+            best = e;
+            start = vec![j; cal.len()];
+        }
+    }
+    for (c, &j) in cal.iter_mut().zip(&start) {
+        c.chosen = j;
+    }
+    let total = used.len();
+    for (k, &i) in used.iter().enumerate() {
+        let mut current = cal[i].chosen;
+        for j in 0..cal[i].candidates.len() {
+            if j == current {
+                continue;
+            }
+            cal[i].chosen = j;
+            let e = output_error(net, store, &chosen_ranges(cal), inputs, &reference, &memory)?;
+            if e < best {
+                best = e;
+                current = j;
+            } else {
+                cal[i].chosen = current;
+            }
+        }
+        progress(k + 1, total);
+    }
+    Ok(best)
 }
 
 /// The int8 QOperator model of `net` with activation `ranges` (from [`calibrate`] or QAT).
@@ -373,7 +562,40 @@ pub fn memory_items(store: &ParamStore) -> Result<Vec<f32>, ExportError> {
         })
 }
 
-type Runnable = std::sync::Arc<tract_onnx::prelude::TypedRunnableModel>;
+pub(crate) type Runnable = std::sync::Arc<tract_onnx::prelude::TypedRunnableModel>;
+
+pub(crate) fn tract_bytes(bytes: &[u8]) -> Result<Runnable, ExportError> {
+    tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
+        .map_err(tract_err)
+}
+
+/// Runs one input stack: (predicted frame, queries).
+pub(crate) fn run_model(
+    model: &Runnable,
+    cfg: &crate::model::ModelConfig,
+    x: &[f32],
+    memory: &[f32],
+) -> Result<(Vec<f32>, Vec<f32>), ExportError> {
+    let xt = TractTensor::from_shape(&[1, cfg.input_channels(), cfg.height, cfg.width], x)
+        .map_err(tract_err)?;
+    let mt = TractTensor::from_shape(&[cfg.memory_items, cfg.memory_dim()], memory)
+        .map_err(tract_err)?;
+    let out = model
+        .run(tvec!(xt.into_tvalue(), mt.into_tvalue()))
+        .map_err(tract_err)?;
+    let get = |i: usize| -> Result<Vec<f32>, ExportError> {
+        Ok(out[i]
+            .to_plain_array_view::<f32>()
+            .map_err(tract_err)?
+            .iter()
+            .copied()
+            .collect())
+    };
+    Ok((get(0)?, get(1)?))
+}
 
 fn tract_err(e: impl std::fmt::Display) -> ExportError {
     ExportError::Unsupported(format!("tract: {e}"))
