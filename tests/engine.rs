@@ -103,18 +103,19 @@ fn tract_and_candle_score_alike() {
         t.feature_distance,
         c32.feature_distance
     );
-    // f16 weights: every weight is off by up to 2^-11 relative, which moves the outputs by
-    // about 1e-3 through the network.
+    // f16 weights: every weight is off by up to 2^-11 relative; through this network that
+    // moves the prediction by ~1e-4, PSNR by ~1e-3 dB and the distance by ~2e-5 relative
+    // (measured), bounded here with a 20x margin. Bigger is a real difference, not rounding.
     let pd = max_diff(&c16.pred, &c32.pred);
-    assert!(pd > 0.0 && pd < 2e-2, "f16 pred diff {pd}");
+    assert!(pd > 0.0 && pd < 2e-3, "f16 pred diff {pd}");
     assert!(
-        (c16.psnr - c32.psnr).abs() < 0.05,
+        (c16.psnr - c32.psnr).abs() < 0.02,
         "{} vs {}",
         c16.psnr,
         c32.psnr
     );
     assert!(
-        (c16.feature_distance - c32.feature_distance).abs() < 2e-3 * c32.feature_distance + 1e-6,
+        (c16.feature_distance - c32.feature_distance).abs() < 5e-4 * c32.feature_distance + 1e-7,
         "{} vs {}",
         c16.feature_distance,
         c32.feature_distance
