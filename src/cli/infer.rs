@@ -56,7 +56,7 @@ fn print_line(out: &mut impl Write, s: &FrameScore, json: bool) -> std::io::Resu
         let label = s.label.map(|l| format!(" label {l}")).unwrap_or_default();
         writeln!(
             out,
-            "{:>6} {:>14} µs  psnr {:7.3} dB  distance {:.6}{label}",
+            "{:>6} {:>14} µs  psnr {:7.3} dB  distance {:.4e}{label}",
             s.seq, s.t_us, s.psnr, s.feature_distance
         )
     }
