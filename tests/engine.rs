@@ -347,3 +347,72 @@ fn infer_scores_a_labelled_replay() {
         "{err}"
     );
 }
+
+#[test]
+fn infer_scores_a_simulated_clip_of_another_size() {
+    let d = tempfile::tempdir().unwrap();
+    let bdir = d.path().join("bundle");
+    tiny_bundle(&bdir);
+    let sim = d.path().join("sim");
+    let out = edge_cli()
+        .args([
+            "simulate",
+            "--train-clips",
+            "1",
+            "--test-clips",
+            "1",
+            "--frames",
+            "8",
+            "--width",
+            "64",
+            "--height",
+            "48",
+            "--seed",
+            "2",
+            "--out",
+        ])
+        .arg(&sim)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // test/<date>/<clip>/: one folder of 64×48 JPEGs, resized to the 32×32 model input.
+    let date = std::fs::read_dir(sim.join("test"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let clip = std::fs::read_dir(date.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let out = edge_cli()
+        .args(["infer", "--json", "--backend", "tract-int8", "--bundle"])
+        .arg(&bdir)
+        .arg("--source")
+        .arg(clip.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, vec![4, 5, 6, 7]);
+    // An image folder carries no labels; timestamps advance at the folder's 1 FPS.
+    assert!(lines.iter().all(|l| l["label"].is_null()));
+    assert_eq!(
+        lines[1]["t_us"].as_i64().unwrap() - lines[0]["t_us"].as_i64().unwrap(),
+        1_000_000
+    );
+}
