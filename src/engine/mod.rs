@@ -389,8 +389,9 @@ pub fn split_stack<'a>(
     })
 }
 
-/// A model runtime that scores frame stacks and keeps the MNAD memory.
-pub trait Scorer {
+/// A model runtime that scores frame stacks and keeps the MNAD memory (`Send`, so the on-device
+/// loop can score on its own thread).
+pub trait Scorer: Send {
     /// The backend running the model.
     fn backend(&self) -> Backend;
 
