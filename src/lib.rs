@@ -4,6 +4,7 @@
 //! A lower module never imports a higher one.
 
 pub mod cli;
+pub mod engine;
 pub mod export;
 pub mod frame;
 pub mod model;

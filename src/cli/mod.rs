@@ -1,6 +1,7 @@
 //! The `edge-cli` command line: parse, call the library, print. One file per subcommand.
 
 pub mod export;
+pub mod infer;
 pub mod info;
 pub mod simulate;
 pub mod train;
@@ -33,7 +34,7 @@ pub enum Command {
     /// Export a checkpoint to a model bundle (so far: the f32 ONNX model).
     Export(export::ExportArgs),
     /// Score footage with a bundle and print per-frame scores.
-    Infer(NotYet),
+    Infer(infer::InferArgs),
     /// Set alert thresholds from normal footage to a false-alarm budget.
     Calibrate(NotYet),
     /// Measure detection on labelled clips.
@@ -81,6 +82,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Info(a) => info::run(&a),
         Command::Train(a) => train::run(&a),
         Command::Export(a) => export::run(&a),
+        Command::Infer(a) => infer::run(&a),
         _ => {
             eprintln!("edge-cli {name}: not yet available in this version of thermal-edge");
             return ExitCode::from(EXIT_USAGE);

@@ -1,6 +1,8 @@
 //! Export of a trained network for the runtime: an f32 ONNX graph that tract (or any ONNX
 //! runtime) runs with the same results as candle's eval-mode forward.
 
+pub mod bundle;
+pub mod f16;
 pub mod graph;
 pub mod onnx;
 pub mod parity;

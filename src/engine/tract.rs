@@ -1,0 +1,170 @@
+//! tract backend: runs the bundle's f32 or int8 ONNX model on the CPU.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tract_onnx::prelude::{
+    tvec, Framework, InferenceModelExt, IntoRunnable, IntoTValue, TValue, Tensor,
+    TypedRunnableModel,
+};
+
+use super::{score_forward, split_stack, Backend, EngineError, MemoryState, ScoreOutput, Scorer};
+use crate::export::bundle::Bundle;
+use crate::model::ModelConfig;
+
+/// Which ONNX model of the bundle tract runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// `model.onnx`.
+    F32,
+    /// `model.int8.onnx`.
+    Int8,
+}
+
+/// Scores with tract: the model is loaded, optimized and planned once, then run per frame with
+/// the frame stack and the current memory items as its two inputs.
+pub struct TractScorer {
+    model: Arc<TypedRunnableModel>,
+    precision: Precision,
+    cfg: ModelConfig,
+    memory: MemoryState,
+}
+
+impl std::fmt::Debug for TractScorer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TractScorer")
+            .field("precision", &self.precision)
+            .field("model", &self.cfg.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+fn tract_err(context: String) -> impl FnOnce(tract_onnx::prelude::TractError) -> EngineError {
+    move |e| EngineError::Tract {
+        context,
+        detail: format!("{e:#}"),
+    }
+}
+
+impl TractScorer {
+    /// Loads the bundle's model of `precision` with the bundle's initial memory.
+    ///
+    /// `threads`: this build of tract runs every operator on the calling thread. tract 0.23
+    /// can spread matrix products over a rayon pool (`tract_linalg::multithread::Executor`),
+    /// but only with tract-linalg's `multithread-mm` feature, which thermal-edge does not
+    /// enable; a `threads` above 1 is therefore logged and otherwise ignored.
+    pub fn new(bundle: &Bundle, precision: Precision, threads: usize) -> Result<Self, EngineError> {
+        if threads > 1 {
+            log::warn!(
+                "tract runs single-threaded in this build (tract-linalg without multithread-mm); ignoring --threads {threads}"
+            );
+        }
+        let path = match precision {
+            Precision::F32 => bundle.model_f32_path(),
+            Precision::Int8 => bundle.model_int8_path(),
+        };
+        let memory = bundle.load_memory()?;
+        Self::from_path(&path, bundle.config(), memory, precision)
+    }
+
+    /// Loads an ONNX model file exported for `cfg`, with `memory` (row-major M×D) as the
+    /// initial memory.
+    pub fn from_path(
+        path: &Path,
+        cfg: &ModelConfig,
+        memory: Vec<f32>,
+        precision: Precision,
+    ) -> Result<Self, EngineError> {
+        let ctx = |what: &str| format!("{what} {}", path.display());
+        let model = tract_onnx::onnx()
+            .model_for_path(path)
+            .map_err(tract_err(ctx("loading")))?
+            .into_optimized()
+            .map_err(tract_err(ctx("optimizing")))?
+            .into_runnable()
+            .map_err(tract_err(ctx("planning")))?;
+        log::debug!("tract loaded {} ({precision:?})", path.display());
+        Ok(Self {
+            model,
+            precision,
+            cfg: cfg.clone(),
+            memory: MemoryState::new(cfg, memory)?,
+        })
+    }
+}
+
+fn output(
+    outputs: &[TValue],
+    i: usize,
+    name: &'static str,
+    len: usize,
+) -> Result<Vec<f32>, EngineError> {
+    let t = outputs.get(i).ok_or_else(|| EngineError::Output {
+        name,
+        detail: format!("the model returned {} outputs", outputs.len()),
+    })?;
+    let v: Vec<f32> = t
+        .to_plain_array_view::<f32>()
+        .map_err(|e| EngineError::Output {
+            name,
+            detail: format!("{e:#}"),
+        })?
+        .iter()
+        .copied()
+        .collect();
+    if v.len() != len {
+        return Err(EngineError::Output {
+            name,
+            detail: format!("{} values, expected {len} (shape {:?})", v.len(), t.shape()),
+        });
+    }
+    Ok(v)
+}
+
+impl Scorer for TractScorer {
+    fn backend(&self) -> Backend {
+        match self.precision {
+            Precision::F32 => Backend::TractF32,
+            Precision::Int8 => Backend::TractInt8,
+        }
+    }
+
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    fn score(&mut self, stack: &[f32]) -> Result<ScoreOutput, EngineError> {
+        let cfg = &self.cfg;
+        let (input, target) = split_stack(cfg, stack)?;
+        let shape = [1, cfg.input_channels(), cfg.height, cfg.width];
+        let (m, d) = self.memory.shape();
+        let frames = Tensor::from_shape(&shape, input).map_err(tract_err("input frames".into()))?;
+        let memory = Tensor::from_shape(&[m, d], self.memory.items())
+            .map_err(tract_err("input memory".into()))?;
+        let out = self
+            .model
+            .run(tvec!(frames.into_tvalue(), memory.into_tvalue()))
+            .map_err(tract_err("running the model".into()))?;
+        let (qh, qw) = cfg.query_size();
+        let n = qh * qw;
+        let pred = output(&out, 0, "pred", target.len())?;
+        let queries = output(&out, 1, "queries", n * d)?;
+        let weights = output(&out, 2, "read_weights", n * m)?;
+        Ok(score_forward(
+            pred,
+            target,
+            queries,
+            weights,
+            self.memory.items(),
+            d,
+        ))
+    }
+
+    fn memory_state(&self) -> &MemoryState {
+        &self.memory
+    }
+
+    fn memory_state_mut(&mut self) -> &mut MemoryState {
+        &mut self.memory
+    }
+}
