@@ -286,6 +286,21 @@ pub fn encode_u16(shape: &[usize], data: &[u16]) -> Vec<u8> {
     out
 }
 
+/// Encodes an f32 array as `.npy` bytes (`<f4`, little-endian).
+pub fn encode_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
+    assert_eq!(
+        shape.iter().product::<usize>(),
+        data.len(),
+        "npy shape matches data"
+    );
+    let mut out = header_bytes("<f4", shape);
+    out.reserve(data.len() * 4);
+    for v in data {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
 /// Writes `.npy` bytes to `path`.
 pub fn write_npy(path: &Path, bytes: &[u8]) -> Result<(), SourceError> {
     let mut f = fs::File::create(path).map_err(|e| SourceError::io(path, e))?;
@@ -421,6 +436,38 @@ mod tests {
         assert_eq!(b.data, NpyData::U16(vec![0, 513, 65535]));
         // NumPy aligns the data start to 64 bytes.
         assert_eq!((encode_u8(&[1], &[0]).len() - 1) % 64, 0);
+    }
+
+    #[test]
+    fn encodes_f32_with_numpy_header() {
+        let data = [0.5f32, -1.25, 3.0e-7, f32::MAX, 0.0, -0.0];
+        let bytes = encode_f32(&[2, 1, 3], &data);
+        // Exactly what numpy 2.x writes for np.zeros((2, 1, 3), np.float32): version 1.0,
+        // header padded with spaces to end on a 64-byte boundary with '\n'.
+        let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1, 3), }";
+        assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+        let hlen = usize::from(u16::from_le_bytes([bytes[8], bytes[9]]));
+        assert_eq!((10 + hlen) % 64, 0);
+        let text = std::str::from_utf8(&bytes[10..10 + hlen]).unwrap();
+        assert_eq!(text.trim_end_matches('\n').trim_end(), header);
+        assert!(text.ends_with('\n'));
+        assert_eq!(bytes.len(), 10 + hlen + 4 * data.len());
+        let a = parse_npy(&bytes, Path::new("f.npy")).unwrap();
+        assert_eq!(a.shape, vec![2, 1, 3]);
+        assert_eq!(a.descr, "<f4");
+        let back: Vec<f32> = match a.data {
+            NpyData::Float(v) => v.into_iter().map(|x| x as f32).collect(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            back.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            data.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
+        // A 1-D shape keeps NumPy's trailing comma.
+        let one = encode_f32(&[1], &[1.0]);
+        assert!(std::str::from_utf8(&one[10..one.len() - 4])
+            .unwrap()
+            .contains("'shape': (1,)"));
     }
 
     #[test]
