@@ -416,3 +416,160 @@ fn infer_scores_a_simulated_clip_of_another_size() {
         1_000_000
     );
 }
+
+fn npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let a = thermal_edge::source::npy::read_npy(path).unwrap();
+    assert_eq!(a.descr, "<f4", "{}", path.display());
+    match a.data {
+        thermal_edge::source::npy::NpyData::Float(v) => {
+            (a.shape, v.into_iter().map(|x| x as f32).collect())
+        }
+        other => panic!("{}: {other:?}", path.display()),
+    }
+}
+
+#[test]
+fn infer_dump_records_what_tract_scored() {
+    let d = tempfile::tempdir().unwrap();
+    let bdir = d.path().join("bundle");
+    let (_, bundle) = tiny_bundle(&bdir);
+    let cfg = bundle.config().clone();
+    let n = 9;
+    let mut px = Vec::new();
+    for i in 0..n {
+        px.extend_from_slice(frame(i).pixels());
+    }
+    let clip = d.path().join("clip.npy");
+    write_npy(&clip, &encode_u16(&[n, 40, 48], &px)).unwrap();
+
+    let dump = d.path().join("dump");
+    let out = edge_cli()
+        .args([
+            "infer",
+            "--json",
+            "--backend",
+            "tract-f32",
+            "--max-frames",
+            "8",
+            "--bundle",
+        ])
+        .arg(&bdir)
+        .arg("--source")
+        .arg(&clip)
+        .arg("--dump")
+        .arg(&dump)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // 8 frames read, the first t − 1 = 4 only fill the stack.
+    let f = lines.len();
+    assert_eq!(f, 4);
+
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dump.join("dump.json")).unwrap()).unwrap();
+    assert_eq!(meta["backend"], "tract-f32");
+    assert_eq!(meta["model"], "model.onnx");
+    let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert_eq!(meta["seqs"], serde_json::json!(seqs));
+
+    let (m, dim) = (cfg.memory_items, cfg.memory_dim());
+    let (qh, qw) = cfg.query_size();
+    let q = qh * qw;
+    let (c, h, w) = (cfg.channels, cfg.height, cfg.width);
+    let (s_in, inputs) = npy_f32(&dump.join("inputs.npy"));
+    let (s_mem, memory) = npy_f32(&dump.join("memory.npy"));
+    let (s_tgt, targets) = npy_f32(&dump.join("targets.npy"));
+    let (s_pred, pred) = npy_f32(&dump.join("pred.npy"));
+    let (s_q, queries) = npy_f32(&dump.join("queries.npy"));
+    let (s_w, weights) = npy_f32(&dump.join("read_weights.npy"));
+    assert_eq!(s_in, vec![f, 1, cfg.input_channels(), h, w]);
+    assert_eq!(s_mem, vec![f, m, dim]);
+    assert_eq!(s_tgt, vec![f, 1, c, h, w]);
+    assert_eq!(s_pred, vec![f, 1, c, h, w]);
+    assert_eq!(s_q, vec![f, q, dim]);
+    assert_eq!(s_w, vec![f, q, m]);
+
+    let plane = c * h * w;
+    let cin = cfg.input_channels() * h * w;
+    // The first frame read the bundle's memory.
+    assert_eq!(&memory[..m * dim], bundle.load_memory().unwrap().as_slice());
+    let mut tract = TractScorer::new(&bundle, Precision::F32, 1).unwrap();
+    for (i, line) in lines.iter().enumerate() {
+        // The stack of frames i..i+t, split into the input frames and the target.
+        let stack = full_stack(&bundle, i);
+        assert_eq!(&inputs[i * cin..(i + 1) * cin], &stack[..cin]);
+        assert_eq!(&targets[i * plane..(i + 1) * plane], &stack[cin..]);
+        // PSNR recomputed from pred and targets is the printed one.
+        let p = &pred[i * plane..(i + 1) * plane];
+        let t = &targets[i * plane..(i + 1) * plane];
+        let mse = p
+            .iter()
+            .zip(t)
+            .map(|(a, b)| f64::from((a - b) * 0.5).powi(2))
+            .sum::<f64>()
+            / plane as f64;
+        let psnr = 10.0 * (1.0 / mse.max(1e-10)).log10();
+        let printed = line["psnr"].as_f64().unwrap();
+        assert!(
+            (psnr - printed).abs() < 1e-3,
+            "frame {i}: {psnr} vs {printed}"
+        );
+        // Scoring the dumped inputs with the dumped memory gives the dumped outputs exactly.
+        tract
+            .set_memory(&memory[i * m * dim..(i + 1) * m * dim])
+            .unwrap();
+        let again = tract.score(&stack).unwrap();
+        assert_eq!(again.pred.as_slice(), p);
+        assert_eq!(
+            again.queries.as_slice(),
+            &queries[i * q * dim..(i + 1) * q * dim]
+        );
+        assert_eq!(
+            again.read_weights.as_slice(),
+            &weights[i * q * m..(i + 1) * q * m]
+        );
+        // Each query's read weights are a softmax over the items.
+        for row in weights[i * q * m..(i + 1) * q * m].chunks_exact(m) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+        }
+    }
+
+    // int8: the dump names the int8 model; a dump folder that cannot be made is an error.
+    let dump8 = d.path().join("dump8");
+    let out = edge_cli()
+        .args(["infer", "--backend", "tract-int8", "--max-frames", "6"])
+        .arg("--bundle")
+        .arg(&bdir)
+        .arg("--source")
+        .arg(&clip)
+        .arg("--dump")
+        .arg(&dump8)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dump8.join("dump.json")).unwrap()).unwrap();
+    assert_eq!(meta["backend"], "tract-int8");
+    assert_eq!(meta["model"], "model.int8.onnx");
+    assert_eq!(meta["seqs"], serde_json::json!([4, 5]));
+    let out = edge_cli()
+        .args(["infer", "--max-frames", "6", "--bundle"])
+        .arg(&bdir)
+        .arg("--source")
+        .arg(&clip)
+        .arg("--dump")
+        .arg(clip.join("x"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dump"));
+}

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::engine::{open_scorer, score_source, Backend, FrameScore, FrameStack};
+use crate::engine::{
+    open_scorer, score_source_inspect, Backend, FrameScore, FrameStack, ScoreDump,
+};
 use crate::export::bundle::Bundle;
 use crate::frame::Units;
 use crate::source::{open_source, OpenOptions};
@@ -40,6 +42,11 @@ pub struct InferArgs {
     /// Frame height, for raw Y16 files.
     #[arg(long)]
     pub height: Option<u32>,
+    /// Write what the scorer received and produced for every scored frame into this folder
+    /// (inputs, memory, targets, pred, queries, read_weights as f32 .npy, and dump.json), e.g.
+    /// for tools/check_onnx.py. Frames are held in memory until the end: use --max-frames.
+    #[arg(long, value_name = "DIR")]
+    pub dump: Option<PathBuf>,
 }
 
 fn print_line(out: &mut impl Write, s: &FrameScore, json: bool) -> std::io::Result<()> {
@@ -84,11 +91,13 @@ pub fn run(a: &InferArgs) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut write_err = None;
-    let summary = score_source(
+    let mut dump = a.dump.as_ref().map(|_| ScoreDump::new(bundle.config()));
+    let summary = score_source_inspect(
         scorer.as_mut(),
         &mut stack,
         source.as_mut(),
         a.max_frames,
+        |f| dump.as_mut().map_or(Ok(()), |d| d.push(f)),
         |s| {
             if write_err.is_none() {
                 write_err = print_line(&mut out, s, a.json).err();
@@ -98,6 +107,20 @@ pub fn run(a: &InferArgs) -> anyhow::Result<()> {
     .with_context(|| format!("scoring {}", a.source.display()))?;
     if let Some(e) = write_err {
         return Err(e).context("writing scores");
+    }
+    if let (Some(dir), Some(dump)) = (&a.dump, &dump) {
+        let model = match a.backend {
+            Backend::TractF32 => bundle.model_f32_path(),
+            Backend::TractInt8 => bundle.model_int8_path(),
+            Backend::CandleCpu | Backend::CandleCuda => bundle.weights_f16_path(),
+        };
+        let model = model
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        dump.write(dir, a.backend, &model)
+            .with_context(|| format!("writing the dump into {}", dir.display()))?;
+        log::info!("dumped {} frames into {}", dump.len(), dir.display());
     }
     let line = format!(
         "{} frames read, {} scored, {} memory updates, {:.2} ms per frame ({})",

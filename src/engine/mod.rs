@@ -7,6 +7,7 @@
 //! memory update ([`MemoryState`]).
 
 pub mod candle;
+pub mod dump;
 pub mod tract;
 
 use std::fmt;
@@ -21,6 +22,7 @@ use crate::model::{Mode, ModelConfig};
 use crate::source::{FrameSource, SourceError};
 
 pub use self::candle::CandleScorer;
+pub use self::dump::ScoreDump;
 pub use self::tract::{Precision, TractScorer};
 
 /// Point-score threshold below which a prediction model's memory is updated (MNAD: 0.01).
@@ -569,6 +571,33 @@ pub fn score_source(
     stack: &mut FrameStack,
     source: &mut dyn FrameSource,
     max_frames: Option<usize>,
+    on_frame: impl FnMut(&FrameScore),
+) -> Result<RunSummary, EngineError> {
+    score_source_inspect(scorer, stack, source, max_frames, |_| Ok(()), on_frame)
+}
+
+/// What a scorer received and produced for one frame, as [`score_source_inspect`] shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoredFrame<'a> {
+    /// Frame sequence number in the source.
+    pub seq: u64,
+    /// The full frame stack scored (inputs, then the target; see [`split_stack`]).
+    pub stack: &'a [f32],
+    /// The memory items (M×D) the forward pass read: the memory before this frame's update.
+    pub memory: &'a [f32],
+    /// The scorer's outputs and scores.
+    pub out: &'a ScoreOutput,
+}
+
+/// [`score_source`], also handing every scored frame's inputs and outputs to `inspect` between
+/// scoring and the memory update (e.g. `edge-cli infer --dump`). The time `inspect` takes is
+/// not counted in the per-frame milliseconds; an error from it stops the run.
+pub fn score_source_inspect(
+    scorer: &mut dyn Scorer,
+    stack: &mut FrameStack,
+    source: &mut dyn FrameSource,
+    max_frames: Option<usize>,
+    mut inspect: impl FnMut(&ScoredFrame<'_>) -> Result<(), EngineError>,
     mut on_frame: impl FnMut(&FrameScore),
 ) -> Result<RunSummary, EngineError> {
     let mut summary = RunSummary::default();
@@ -594,8 +623,16 @@ pub fn score_source(
             continue;
         }
         let out = scorer.score(stack.as_slice())?;
+        let inspect_start = Instant::now();
+        inspect(&ScoredFrame {
+            seq: frame.meta.seq,
+            stack: stack.as_slice(),
+            memory: scorer.memory(),
+            out: &out,
+        })?;
+        let inspect_time = inspect_start.elapsed();
         let updated = scorer.update_memory(&out)?;
-        let ms = start.elapsed().as_secs_f64() * 1e3;
+        let ms = start.elapsed().saturating_sub(inspect_time).as_secs_f64() * 1e3;
         total_ms += ms;
         summary.frames_scored += 1;
         summary.memory_updates += usize::from(updated);
