@@ -45,12 +45,23 @@ def load_dump(d):
         if not os.path.isfile(p):
             fail(f"{p} not found")
         arrays[name] = np.load(p)
+    for k, v in arrays.items():
+        if v.dtype != np.float32:
+            fail(f"{d}/{k}.npy is {v.dtype}, expected float32")
     n = arrays["inputs"].shape[0]
     if n == 0:
         fail(f"{d}: no frames dumped")
     for k, v in arrays.items():
         if v.shape[0] != n:
             fail(f"{d}/{k}.npy has {v.shape[0]} frames, inputs.npy {n}")
+    ranks = {"inputs": 5, "memory": 3, "targets": 5, "pred": 5, "queries": 3, "read_weights": 3}
+    for k, r in ranks.items():
+        if arrays[k].ndim != r:
+            fail(f"{d}/{k}.npy has shape {arrays[k].shape}, expected {r} dimensions")
+    if arrays["pred"].shape != arrays["targets"].shape:
+        fail(f"{d}: pred.npy {arrays['pred'].shape} and targets.npy {arrays['targets'].shape} differ")
+    if len(meta.get("seqs", [])) != n:
+        fail(f"{d}/dump.json lists {len(meta.get('seqs', []))} frames, the arrays {n}")
     return meta, arrays
 
 
@@ -80,7 +91,15 @@ def run_ort(path, arrays):
         res = sess.run(None, {"frames": arrays["inputs"][i], "memory": arrays["memory"][i]})
         for k, v in zip(names, res):
             outs[k].append(v)
-    return {k: np.stack(v) for k, v in outs.items()}
+    outs = {k: np.stack(v) for k, v in outs.items()}
+    # Compare like for like: onnxruntime's outputs must have the dumped shapes (no broadcasting).
+    for k in ("pred", "queries", "read_weights"):
+        if k not in outs:
+            fail(f"{os.path.basename(path)} has no output '{k}' (outputs: {names})")
+        if outs[k].shape != arrays[k].shape:
+            fail(f"{os.path.basename(path)}: onnxruntime's {k} has shape {outs[k].shape}, "
+                 f"the dump {arrays[k].shape}")
+    return outs
 
 
 def main():
@@ -115,6 +134,7 @@ def main():
     meta, arr = load_dump(a.f32_dump)
     if meta.get("backend") != "tract-f32":
         fail(f"{a.f32_dump} was dumped by {meta.get('backend')}, expected tract-f32")
+    n_f32 = arr["inputs"].shape[0]
     out = run_ort(f32_path, arr)
     for k in ("pred", "queries", "read_weights"):
         d = float(np.max(np.abs(out[k] - arr[k])))
@@ -139,7 +159,11 @@ def main():
         verdict = "ok" if v <= bound else "FAIL"
         ok &= v <= bound
         print(f"  {name:17s} {v:.3e}  (bound {bound:g})  {verdict}")
-    print(f"  frames compared: f32 {load_dump(a.f32_dump)[1]['inputs'].shape[0]}, int8 {arr['inputs'].shape[0]}")
+    # For the record (not checked): how far the other outputs and the share of pixels that differ.
+    for k in ("queries", "read_weights"):
+        print(f"  {k:17s} max |diff| {float(np.max(np.abs(out[k] - arr[k]))):.3e}  (not checked)")
+    print(f"  pred values that differ: {float(np.mean(diff > 0)):.2%}")
+    print(f"  frames compared: f32 {n_f32}, int8 {arr['inputs'].shape[0]}")
     print("check_onnx: " + ("passed" if ok else "FAILED"))
     sys.exit(0 if ok else 1)
 
