@@ -618,7 +618,6 @@ pub fn train_qat(
         steps_per_epoch = steps_per_epoch.min(m);
     }
     let total = steps_per_epoch * t.epochs;
-    let freeze_at = ((total as f64) * (1.0 - opts.freeze_fraction)).ceil() as usize;
     let mut adam = Adam::new(store.params(), t.lr);
     let mut rng = Rng::new(t.seed ^ 0x5EED_DA7A);
     let mut state = TrainState {
@@ -637,11 +636,7 @@ pub fn train_qat(
         progress.epoch_start(epoch, t.epochs, steps_per_epoch);
         let mut sum = LossTerms::default();
         for batch in order.chunks_exact(t.batch_size).take(steps_per_epoch) {
-            q.set_phase(if step >= freeze_at {
-                RangePhase::Frozen
-            } else {
-                RangePhase::Ema
-            });
+            q.set_phase(range_phase(step, total, opts.freeze_fraction));
             let (x, y) = train_set.batch(batch, &cfg, device)?;
             let fwd = net.forward_qat(&x, &q)?;
             let (total_loss, terms) = loss(&net, &fwd, &y)?;
@@ -683,6 +678,17 @@ pub fn train_qat(
     save_checkpoint(out, &store, &cfg, Some(&adam), &state)?;
     ranges.save(out)?;
     Ok((state.history, ranges))
+}
+
+/// The range phase of training step `step` (from 0) of `total`: EMA, then frozen for the last
+/// `freeze_fraction` of the steps (rounded down, so 10 % of 5 steps freezes none).
+pub fn range_phase(step: usize, total: usize, freeze_fraction: f64) -> RangePhase {
+    let freeze_at = ((total as f64) * (1.0 - freeze_fraction)).ceil() as usize;
+    if step >= freeze_at {
+        RangePhase::Frozen
+    } else {
+        RangePhase::Ema
+    }
 }
 
 /// Mean held-out PSNR of the fake-quantized network (ranges as they are, no memory updates).
@@ -835,6 +841,15 @@ mod tests {
             g.get(&w).unwrap().to_vec2::<f32>().unwrap(),
             vec![vec![1.0, 2.0, 3.0]]
         );
+    }
+
+    #[test]
+    fn ranges_freeze_for_the_last_tenth_of_the_steps() {
+        let phases: Vec<RangePhase> = (0..20).map(|s| range_phase(s, 20, 0.1)).collect();
+        assert!(phases[..18].iter().all(|p| *p == RangePhase::Ema));
+        assert!(phases[18..].iter().all(|p| *p == RangePhase::Frozen));
+        assert_eq!(range_phase(4, 5, 0.1), RangePhase::Ema);
+        assert_eq!(range_phase(0, 5, 1.0), RangePhase::Frozen);
     }
 
     #[test]
