@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::frame::{Normalizer, Units};
 use crate::model::config::Upsample;
 use crate::model::data::FrameSet;
+use crate::model::qat;
 use crate::model::train::{self, EpochReport, LossTerms, Progress, TrainOptions};
 use crate::model::{BlockVariant, ModelConfig};
 use crate::source::OpenOptions;
@@ -38,15 +39,15 @@ pub struct TrainArgs {
     /// Units of 16-bit PNG frames: centikelvin, counts or gray8.
     #[arg(long)]
     pub units: Option<Units>,
-    /// Epochs (the cosine learning-rate schedule spans them).
-    #[arg(long, default_value_t = 60)]
-    pub epochs: usize,
+    /// Epochs (the cosine learning-rate schedule spans them) [default: 60; with --qat: 6].
+    #[arg(long)]
+    pub epochs: Option<usize>,
     /// Samples per step.
     #[arg(long, default_value_t = 4)]
     pub batch: usize,
-    /// Initial learning rate.
-    #[arg(long, default_value_t = 2e-4)]
-    pub lr: f64,
+    /// Initial learning rate [default: 2e-4; with --qat: 2e-5].
+    #[arg(long)]
+    pub lr: Option<f64>,
     /// Seed of initialisation and shuffling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -62,6 +63,14 @@ pub struct TrainArgs {
     /// Continue from the run folder's latest checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Quantization-aware training: fine-tune the checkpoint given by --from with fake int8
+    /// quantization (the int8 exporter's scheme) and write one checkpoint with quant.json into
+    /// --out. The model options (--preset, --block, ...) come from the checkpoint.
+    #[arg(long)]
+    pub qat: bool,
+    /// The trained checkpoint (or run folder) that --qat starts from.
+    #[arg(long, requires = "qat")]
+    pub from: Option<PathBuf>,
     /// cpu, or cuda (needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -173,6 +182,9 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     // reuses the same buffer sizes, and re-faulting them cost ~40 % of a CPU step.
     // SAFETY: sets a plain integer option of the allocator; called before training starts.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    if args.qat {
+        return run_qat(args);
+    }
     let mut cfg = ModelConfig::preset(&args.preset)?.with_block(args.block);
     if args.reconstruction {
         cfg = cfg.reconstruction();
@@ -198,9 +210,9 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         args.data.display()
     );
     let topts = TrainOptions {
-        epochs: args.epochs,
+        epochs: args.epochs.unwrap_or(60),
         batch_size: args.batch,
-        lr: args.lr,
+        lr: args.lr.unwrap_or(2e-4),
         seed: args.seed,
         val_fraction: args.val_fraction,
         max_steps_per_epoch: args.max_steps,
@@ -218,5 +230,60 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
             args.out.display()
         );
     }
+    Ok(())
+}
+
+/// Runs `edge-cli train --qat --from CHECKPOINT`.
+fn run_qat(args: &TrainArgs) -> anyhow::Result<()> {
+    let Some(from) = &args.from else {
+        bail!(
+            "--qat needs --from <checkpoint dir>: quantization-aware training fine-tunes a trained model"
+        );
+    };
+    if args.resume {
+        bail!("--qat does not resume; start it again from the trained checkpoint");
+    }
+    let dir = train::latest_checkpoint(from)?;
+    let cfg = train::read_config(&dir)?;
+    let dev = device(&args.device)?;
+    let opts = OpenOptions {
+        units: args.units,
+        ..OpenOptions::default()
+    };
+    let data = FrameSet::load(&args.data, &cfg, &opts)
+        .with_context(|| format!("loading {}", args.data.display()))?;
+    let qopts = qat::QatOptions {
+        train: TrainOptions {
+            epochs: args.epochs.unwrap_or(qat::DEFAULT_EPOCHS),
+            batch_size: args.batch,
+            lr: args.lr.unwrap_or(qat::DEFAULT_LR),
+            seed: args.seed,
+            val_fraction: args.val_fraction,
+            max_steps_per_epoch: args.max_steps,
+        },
+        ..qat::QatOptions::default()
+    };
+    println!(
+        "QAT of {} (model {cfg}); data {} frames in {} clips from {}; lr {:.1e}, {} epochs",
+        dir.display(),
+        data.frame_count(),
+        data.clips.len(),
+        args.data.display(),
+        qopts.train.lr,
+        qopts.train.epochs
+    );
+    let mut bar = Bar {
+        bar: None,
+        acc: LossTerms::default(),
+        n: 0,
+    };
+    let (reports, ranges) = qat::train_qat(from, data, &qopts, &args.out, &dev, &mut bar)?;
+    println!(
+        "done: {} QAT epochs; checkpoint in {} with {} activation ranges ({})",
+        reports.len(),
+        args.out.display(),
+        ranges.ranges.len(),
+        qat::RANGES_FILE
+    );
     Ok(())
 }

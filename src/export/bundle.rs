@@ -191,7 +191,7 @@ pub struct FileEntry {
 /// How the int8 model was quantized.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QuantReport {
-    /// Quantization scheme (e.g. static per-channel QDQ).
+    /// Quantization scheme (`u8s8-per-channel-v1`: QLinearConv, see `export::quant`).
     pub scheme: String,
     /// Calibration footage.
     pub source: String,
@@ -223,11 +223,11 @@ pub struct ParityReport {
     pub source: String,
     /// Frames compared.
     pub frames: usize,
-    /// Largest |f32 ONNX − candle| over all outputs.
+    /// Largest |f32 ONNX (tract) − candle f32| over the predicted frames.
     pub f32_max_abs_diff: f32,
     /// The bound the f32 difference had to stay under.
     pub f32_bound: f32,
-    /// Largest |int8 ONNX − candle| over the predicted frames.
+    /// Largest |int8 ONNX − f32 ONNX| over the predicted frames.
     pub int8_max_abs_diff: f32,
     /// Pearson correlation of per-frame PSNR, int8 vs f32.
     pub psnr_pearson: f64,

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use candle_core::Tensor;
 
 use super::onnx::{Attr, Dim, GraphBuilder};
-use super::quant::{quant_params, quantize_weight, weight_scales};
+use super::quant::{quant_params, quantize_weight_with_scales, weight_scales};
 use super::ExportError;
 use crate::model::config::{BlockConfig, BlockVariant, Mode, ModelConfig, Upsample};
 use crate::model::{Mnad, ParamStore};
@@ -240,7 +240,7 @@ impl Exporter<'_> {
         let xq = self.quantized(x, &site_in)?;
         let cout = w.shape[0];
         let scales = scales.unwrap_or_else(|| weight_scales(&w.values, &w.shape, 0));
-        let wq = quantize_weight(&w.values, &w.shape, 0, &scales);
+        let wq = quantize_weight_with_scales(&w.values, &w.shape, 0, &scales);
         let bias: Vec<i32> = (0..cout)
             .map(|c| {
                 let s = f64::from(xq.q.scale) * f64::from(scales[c]);

@@ -22,45 +22,17 @@ use crate::model::data::FrameSet;
 use crate::model::{Mnad, ParamStore};
 use crate::rng::Rng;
 
-/// Name of the quantization scheme written in bundles and QAT checkpoints.
-pub const SCHEME: &str = "u8s8-per-channel-v1";
+// One implementation of the scheme's arithmetic, shared with quantization-aware training.
+pub use crate::model::qat::{quant_params, quantize_value as quantize_u8, weight_scales, SCHEME};
 
-/// The uint8 (scale, zero point) of the activation range `[lo, hi]`, widened to include 0 so
-/// that zero (padding, ReLU) is exact.
-pub fn quant_params(lo: f32, hi: f32) -> (f32, u8) {
-    let lo = lo.min(0.0);
-    let hi = hi.max(0.0);
-    let mut scale = (hi - lo) / 255.0;
-    if !(scale > 0.0 && scale.is_finite()) {
-        scale = 1.0;
-    }
-    let zp = (-lo / scale).round_ties_even().clamp(0.0, 255.0) as u8;
-    (scale, zp)
-}
-
-/// Quantizes one activation value to uint8 with `(scale, zp)` as ONNX `QuantizeLinear` does.
-pub fn quantize_u8(x: f32, scale: f32, zp: u8) -> u8 {
-    ((x / scale).round_ties_even() + f32::from(zp)).clamp(0.0, 255.0) as u8
-}
-
-/// Symmetric int8 scale of each output channel of a weight whose output channel is `axis`
-/// (0 for Conv (O, I, kh, kw), 1 for ConvTranspose (I, O, kh, kw)): max|w| / 127, or 1 for an
-/// all-zero channel.
-pub fn weight_scales(w: &[f32], shape: &[usize], axis: usize) -> Vec<f32> {
-    let c = shape[axis];
-    let inner: usize = shape[axis + 1..].iter().product();
-    let mut max = vec![0f32; c];
-    for (i, v) in w.iter().enumerate() {
-        let ch = (i / inner) % c;
-        max[ch] = max[ch].max(v.abs());
-    }
-    max.into_iter()
-        .map(|m| if m > 0.0 { m / 127.0 } else { 1.0 })
-        .collect()
-}
-
-/// Quantizes a weight per output channel (`axis` as in [`weight_scales`]) with `scales`.
-pub fn quantize_weight(w: &[f32], shape: &[usize], axis: usize, scales: &[f32]) -> Vec<i8> {
+/// Quantizes a weight per output channel (`axis` as in [`weight_scales`]) with given `scales`
+/// (the sub-pixel form of a transposed convolution shares the scales of the original kernel).
+pub fn quantize_weight_with_scales(
+    w: &[f32],
+    shape: &[usize],
+    axis: usize,
+    scales: &[f32],
+) -> Vec<i8> {
     let c = shape[axis];
     let inner: usize = shape[axis + 1..].iter().product();
     w.iter()
@@ -514,6 +486,31 @@ pub fn refine_by_output(
         progress(k + 1, total);
     }
     Ok(best)
+}
+
+/// The ranges of a quantization-aware-training checkpoint (`quant.json`) for every site the int8
+/// graph uses; a missing site is an error naming it.
+pub fn qat_ranges(
+    net: &Mnad,
+    store: &ParamStore,
+    ranges: &BTreeMap<String, [f32; 2]>,
+) -> Result<Vec<SiteRange>, ExportError> {
+    let (_, used) = build_graph_with(net, store, GraphMode::Int8(ranges.clone()))?;
+    let mut out: Vec<SiteRange> = Vec::new();
+    for site in used {
+        if out.iter().any(|r| r.name == site.name) {
+            continue;
+        }
+        let [lo, hi] = ranges[&site.name];
+        out.push(SiteRange {
+            name: site.name,
+            method: RangeMethod::Qat,
+            lo,
+            hi,
+            mse: 0.0,
+        });
+    }
+    Ok(out)
 }
 
 /// The int8 QOperator model of `net` with activation `ranges` (from [`calibrate`] or QAT).

@@ -75,8 +75,21 @@ impl MaskedConv {
 
     /// Applies the masked convolution and the ReLU; output shape = input shape.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_mapped(x, |k, b| Ok((k.clone(), b.clone())))
+    }
+
+    /// Applies the masked convolution with its kernel and summed bias first passed through
+    /// `map`, which gets the kernel with the output channel on axis 0 — the live taps
+    /// (C, C·4k′²) on the CPU, the full (C, C, k, k) kernel elsewhere; zeros outside the corners
+    /// do not change a per-output-channel maximum — and the bias (C). Quantization-aware
+    /// training folds and fake-quantizes here.
+    pub fn forward_mapped(
+        &self,
+        x: &Tensor,
+        map: impl FnOnce(&Tensor, &Tensor) -> Result<(Tensor, Tensor)>,
+    ) -> Result<Tensor> {
         let pad = self.k_prime + self.dilation;
-        let (y, b) = if x.device().is_cpu() {
+        let y = if x.device().is_cpu() {
             // Gather only the 4k′² live taps instead of running the mostly-zero k×k kernel.
             let (_, c, h, w) = x.dims4()?;
             let kp = self.k_prime;
@@ -99,12 +112,15 @@ impl MaskedConv {
                 .iter()
                 .skip(1)
                 .try_fold(self.subs[0].bias.clone(), |acc, s| acc + &s.bias)?;
-            (conv_taps(x, &wmat, &g)?, bias)
+            let (wmat, bias) = map(&wmat, &bias)?;
+            conv_taps(x, &wmat, &g)?.broadcast_add(&bias.reshape((1, (), 1, 1))?)?
         } else {
             let (k, b) = self.full_kernel()?;
-            (x.conv2d(&k, pad, 1, 1, 1)?, b)
+            let (k, b) = map(&k, &b)?;
+            x.conv2d(&k, pad, 1, 1, 1)?
+                .broadcast_add(&b.reshape((1, (), 1, 1))?)?
         };
-        y.broadcast_add(&b.reshape((1, (), 1, 1))?)?.relu()
+        y.relu()
     }
 }
 

@@ -8,11 +8,21 @@ use super::config::{Mode, ModelConfig, Upsample};
 use super::layers::{BatchNorm2d, Conv2d, ConvTranspose2d};
 use super::memory::{Memory, MemoryRead};
 use super::params::{Builder, ParamError, ParamStore};
+use super::qat::QatState;
 use super::ssmctb::{Block, BlockOutput};
+
+/// How a forward pass runs: f32 (batch statistics when training), or fake-quantized for
+/// quantization-aware training (batch norms frozen and folded; see [`super::qat`]).
+#[derive(Clone, Copy)]
+enum Run<'a> {
+    Float { train: bool },
+    Qat(&'a QatState),
+}
 
 /// conv3×3 → BN → ReLU → conv3×3 → [BN → ReLU] (the tail is absent in the encoder's last block).
 #[derive(Debug, Clone)]
 pub struct Basic {
+    name: String,
     c1: Conv2d,
     bn1: BatchNorm2d,
     c2: Conv2d,
@@ -27,6 +37,7 @@ impl Basic {
         tail: bool,
     ) -> std::result::Result<Self, ParamError> {
         Ok(Self {
+            name: b.prefix().to_string(),
             c1: Conv2d::new(b.pp("c1").b(), cin, cout, 3)?,
             bn1: BatchNorm2d::new(b.pp("bn1").b(), cout)?,
             c2: Conv2d::new(b.pp("c2").b(), cout, cout, 3)?,
@@ -46,11 +57,24 @@ impl Basic {
             None => Ok(y),
         }
     }
+
+    fn run(&self, x: &Tensor, run: Run<'_>) -> Result<Tensor> {
+        match run {
+            Run::Float { train } => self.forward(x, train),
+            Run::Qat(q) => {
+                let p = &self.name;
+                let y = q.conv(&format!("{p}.c1"), x, &self.c1, Some(&self.bn1), true)?;
+                let tail = self.bn2.is_some();
+                q.conv(&format!("{p}.c2"), &y, &self.c2, self.bn2.as_ref(), tail)
+            }
+        }
+    }
 }
 
 /// ×2 upsampling: ConvTranspose2d (or nearest + conv3×3) → BN → ReLU.
 #[derive(Debug, Clone)]
 pub struct Up {
+    name: String,
     transpose: Option<ConvTranspose2d>,
     conv: Option<Conv2d>,
     bn: BatchNorm2d,
@@ -68,6 +92,7 @@ impl Up {
             Upsample::NearestConv => (None, Some(Conv2d::new(b.pp("conv").b(), cin, cout, 3)?)),
         };
         Ok(Self {
+            name: b.prefix().to_string(),
             transpose,
             conv,
             bn: BatchNorm2d::new(b.pp("bn").b(), cout)?,
@@ -85,11 +110,29 @@ impl Up {
         };
         self.bn.forward(&y, train)?.relu()
     }
+
+    fn run(&self, x: &Tensor, run: Run<'_>) -> Result<Tensor> {
+        let q = match run {
+            Run::Float { train } => return self.forward(x, train),
+            Run::Qat(q) => q,
+        };
+        let p = &self.name;
+        match (&self.transpose, &self.conv) {
+            (Some(t), _) => q.conv_transpose(&format!("{p}.t"), x, t, &self.bn),
+            (None, Some(c)) => {
+                let (_, _, h, w) = x.dims4()?;
+                let up = x.upsample_nearest2d(2 * h, 2 * w)?;
+                q.conv(&format!("{p}.conv"), &up, c, Some(&self.bn), true)
+            }
+            (None, None) => unreachable!("Up has one of its two forms"),
+        }
+    }
 }
 
 /// The output block: conv → BN → ReLU → (block | conv) → BN → ReLU → conv → tanh.
 #[derive(Debug, Clone)]
 pub struct Gen {
+    name: String,
     c1: Conv2d,
     bn1: BatchNorm2d,
     block: Block,
@@ -108,6 +151,7 @@ impl Gen {
         let plain = cfg.block.variant == super::config::BlockVariant::None;
         let block_builder = b.pp(if plain { "c2" } else { "block" });
         Ok(Self {
+            name: b.prefix().to_string(),
             c1: Conv2d::new(b.pp("c1").b(), cin, nc, 3)?,
             bn1: BatchNorm2d::new(b.pp("bn1").b(), nc)?,
             block: Block::new(block_builder.b(), nc, &cfg.block)?,
@@ -128,6 +172,38 @@ impl Gen {
             None => bo.output.clone(),
         };
         Ok((self.c3.forward(&y)?.tanh()?, bo))
+    }
+
+    fn run(&self, x: &Tensor, run: Run<'_>) -> Result<(Tensor, BlockOutput)> {
+        let q = match run {
+            Run::Float { train } => return self.forward(x, train),
+            Run::Qat(q) => q,
+        };
+        let p = &self.name;
+        let y = q.conv(&format!("{p}.c1"), x, &self.c1, Some(&self.bn1), true)?;
+        let (y, bo) = match self.block.plain_conv() {
+            // The plain convolution takes BN2 folded in, as the exporter does.
+            Some(c2) => {
+                let y = q.conv(&format!("{p}.c2"), &y, c2, self.bn2.as_ref(), true)?;
+                let bo = BlockOutput {
+                    output: y.clone(),
+                    target: None,
+                };
+                (y, bo)
+            }
+            None => {
+                let name = format!("{p}.block.masked");
+                let bo = self.block.forward_with(&y, |x, m| q.masked(&name, x, m))?;
+                let y = match &self.bn2 {
+                    // A ReLU sits between the masked conv and BN2: not folded, eval mode.
+                    Some(bn) => q.batch_norm(bn, &bo.output)?.relu()?,
+                    None => bo.output.clone(),
+                };
+                (y, bo)
+            }
+        };
+        let y = q.conv(&format!("{p}.c3"), &y, &self.c3, None, false)?;
+        Ok((y.tanh()?, bo))
     }
 }
 
@@ -230,10 +306,21 @@ impl Mnad {
 
     /// Runs the network on input frames (B, c·(t−1), H, W); `train` selects batch statistics.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Forward> {
-        let s1 = self.enc[0].forward(x, train)?;
-        let s2 = self.enc[1].forward(&s1.max_pool2d(2)?, train)?;
-        let s3 = self.enc[2].forward(&s2.max_pool2d(2)?, train)?;
-        let fea = self.enc[3].forward(&s3.max_pool2d(2)?, train)?;
+        self.run(x, Run::Float { train })
+    }
+
+    /// Runs the network fake-quantized as the int8 exporter runs it: batch norms in eval mode
+    /// folded into their convolutions, every convolution's weights and input/output activations
+    /// fake-quantized with straight-through gradients; activation ranges per `q`'s phase.
+    pub fn forward_qat(&self, x: &Tensor, q: &QatState) -> Result<Forward> {
+        self.run(x, Run::Qat(q))
+    }
+
+    fn run(&self, x: &Tensor, run: Run<'_>) -> Result<Forward> {
+        let s1 = self.enc[0].run(x, run)?;
+        let s2 = self.enc[1].run(&s1.max_pool2d(2)?, run)?;
+        let s3 = self.enc[2].run(&s2.max_pool2d(2)?, run)?;
+        let fea = self.enc[3].run(&s3.max_pool2d(2)?, run)?;
         let (b, d, h, w) = fea.dims4()?;
         // F.normalize over channels: x / max(‖x‖, 1e-12).
         let norm = fea.sqr()?.sum_keepdim(1)?.sqrt()?.maximum(1e-12)?;
@@ -242,20 +329,20 @@ impl Mnad {
         let read = self.memory.read(&queries)?;
         let read_map = read.read.reshape((b, h, w, d))?.permute((0, 3, 1, 2))?;
         let z = Tensor::cat(&[&qmap, &read_map], 1)?;
-        let y = self.dec0.forward(&z, train)?;
+        let y = self.dec0.run(&z, run)?;
         let (pred, block) = match self.cfg.mode {
             Mode::Prediction => {
-                let y = Tensor::cat(&[&s3, &self.ups[0].forward(&y, train)?], 1)?;
-                let y = self.decs[0].forward(&y, train)?;
-                let y = Tensor::cat(&[&s2, &self.ups[1].forward(&y, train)?], 1)?;
-                let y = self.decs[1].forward(&y, train)?;
-                let y = Tensor::cat(&[&s1, &self.ups[2].forward(&y, train)?], 1)?;
-                self.gen.forward(&y, train)?
+                let y = Tensor::cat(&[&s3, &self.ups[0].run(&y, run)?], 1)?;
+                let y = self.decs[0].run(&y, run)?;
+                let y = Tensor::cat(&[&s2, &self.ups[1].run(&y, run)?], 1)?;
+                let y = self.decs[1].run(&y, run)?;
+                let y = Tensor::cat(&[&s1, &self.ups[2].run(&y, run)?], 1)?;
+                self.gen.run(&y, run)?
             }
             Mode::Reconstruction => {
-                let y = self.decs[0].forward(&self.ups[0].forward(&y, train)?, train)?;
-                let y = self.decs[1].forward(&self.ups[1].forward(&y, train)?, train)?;
-                self.gen.forward(&self.ups[2].forward(&y, train)?, train)?
+                let y = self.decs[0].run(&self.ups[0].run(&y, run)?, run)?;
+                let y = self.decs[1].run(&self.ups[1].run(&y, run)?, run)?;
+                self.gen.run(&self.ups[2].run(&y, run)?, run)?
             }
         };
         Ok(Forward {

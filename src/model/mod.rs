@@ -11,6 +11,7 @@ pub mod memory;
 pub mod mnad;
 pub mod optim;
 pub mod params;
+pub mod qat;
 pub mod ssmctb;
 pub mod train;
 

@@ -278,6 +278,11 @@ impl<'a> Builder<'a> {
     pub fn device(&self) -> &Device {
         self.store.device()
     }
+
+    /// The dotted name prefix of this builder (`dec.gen`).
+    pub fn prefix(&self) -> &str {
+        self.prefix
+    }
 }
 
 /// A [`Builder`] that owns its prefix (what [`Builder::pp`] returns).

@@ -74,15 +74,33 @@ impl Block {
         }
     }
 
+    /// The plain convolution of the `none` variant.
+    pub fn plain_conv(&self) -> Option<&Conv2d> {
+        match &self.inner {
+            Inner::Conv(c) => Some(c),
+            _ => None,
+        }
+    }
+
     /// Applies the block.
     pub fn forward(&self, x: &Tensor) -> Result<BlockOutput> {
+        self.forward_with(x, |x, m| m.forward(x))
+    }
+
+    /// Applies the block with its masked convolution (with its ReLU) run by `masked`; the
+    /// gates stay as they are. Quantization-aware training passes a fake-quantizing version.
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        masked: impl FnOnce(&Tensor, &MaskedConv) -> Result<Tensor>,
+    ) -> Result<BlockOutput> {
         match &self.inner {
             Inner::Conv(c) => Ok(BlockOutput {
                 output: c.forward(x)?,
                 target: None,
             }),
             Inner::Transformer(m, t) => {
-                let z = m.forward(x)?;
+                let z = masked(x, m)?;
                 let out = z.broadcast_mul(&t.gate(&z)?)?;
                 Ok(BlockOutput {
                     output: out,
@@ -90,7 +108,7 @@ impl Block {
                 })
             }
             Inner::SqueezeExcite(m, fc1, fc2) => {
-                let z = m.forward(x)?;
+                let z = masked(x, m)?;
                 let (bsz, c, _, _) = z.dims4()?;
                 let s = z.mean_keepdim(3)?.mean_keepdim(2)?.reshape((bsz, c))?;
                 let g = candle_nn::ops::sigmoid(&fc2.forward(&fc1.forward(&s)?.relu()?)?)?;

@@ -69,7 +69,7 @@ pub struct LossTerms {
 }
 
 impl LossTerms {
-    fn add(&mut self, o: &LossTerms) {
+    pub(crate) fn add(&mut self, o: &LossTerms) {
         self.total += o.total;
         self.pixel += o.pixel;
         self.compact += o.compact;
@@ -77,7 +77,7 @@ impl LossTerms {
         self.block += o.block;
     }
 
-    fn scale(&mut self, k: f32) {
+    pub(crate) fn scale(&mut self, k: f32) {
         self.total *= k;
         self.pixel *= k;
         self.compact *= k;

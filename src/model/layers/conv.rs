@@ -38,15 +38,21 @@ impl Conv2d {
 
     /// Applies the convolution.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, &self.weight, &self.bias)
+    }
+
+    /// Applies this convolution's geometry with another weight and bias of the same shapes
+    /// (quantization-aware training runs it with folded, fake-quantized weights).
+    pub fn forward_with(&self, x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
         let y = if x.device().is_cpu() && self.dilation == 1 {
             let (_, cin, h, w) = x.dims4()?;
-            let (cout, _, k, _) = self.weight.dims4()?;
+            let (cout, _, k, _) = weight.dims4()?;
             let g = Geometry::new(cin, h, w, k, 1, self.padding, Geometry::dense_taps(k));
-            conv_taps(x, &self.weight.reshape((cout, cin * k * k))?, &g)?
+            conv_taps(x, &weight.reshape((cout, cin * k * k))?, &g)?
         } else {
-            x.conv2d(&self.weight, self.padding, 1, self.dilation, 1)?
+            x.conv2d(weight, self.padding, 1, self.dilation, 1)?
         };
-        y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)
+        y.broadcast_add(&bias.reshape((1, (), 1, 1))?)
     }
 }
 
@@ -72,16 +78,21 @@ impl ConvTranspose2d {
 
     /// Applies the transposed convolution.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, &self.weight, &self.bias)
+    }
+
+    /// Applies the transposed convolution with another weight (in, out, 3, 3) and bias (out).
+    pub fn forward_with(&self, x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
         let y = if x.device().is_cpu() {
             let (b, cin, h, w) = x.dims4()?;
-            let cout = self.weight.dim(1)?;
+            let cout = weight.dim(1)?;
             // The transposed conv is the adjoint of a stride-2 conv on the output grid.
             let g = Geometry::new(cout, 2 * h, 2 * w, 3, 2, 1, Geometry::dense_taps(3));
-            let wt = self.weight.reshape((cin, cout * 9))?.t()?;
+            let wt = weight.reshape((cin, cout * 9))?.t()?;
             col2im(&wt.broadcast_matmul(&x.reshape((b, cin, h * w))?)?, &g)?
         } else {
-            x.conv_transpose2d(&self.weight, 1, 1, 2, 1)?
+            x.conv_transpose2d(weight, 1, 1, 2, 1)?
         };
-        y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)
+        y.broadcast_add(&bias.reshape((1, (), 1, 1))?)
     }
 }

@@ -1,0 +1,162 @@
+//! `edge-cli export` end to end: simulate footage, train a tiny model for a few steps, export a
+//! bundle with int8 calibration and a parity report, open it; the same after quantization-aware
+//! training (ranges from quant.json); and the errors a user meets.
+
+use std::path::Path;
+use std::process::Command;
+
+use thermal_edge::export::bundle::Bundle;
+
+fn edge_cli() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_edge-cli"))
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("edge-cli runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+fn simulate_and_train(dir: &Path) {
+    ok(edge_cli()
+        .args(["simulate", "--train-clips", "2", "--test-clips", "2"])
+        .args([
+            "--seed", "4", "--frames", "24", "--width", "64", "--height", "48", "--out",
+        ])
+        .arg(dir.join("sim")));
+    ok(edge_cli()
+        .args([
+            "train",
+            "--preset",
+            "tiny",
+            "--epochs",
+            "1",
+            "--max-steps",
+            "2",
+            "--data",
+        ])
+        .arg(dir.join("sim"))
+        .arg("--out")
+        .arg(dir.join("run")));
+}
+
+fn export(dir: &Path, checkpoint: &str, out: &str) -> String {
+    ok(edge_cli()
+        .arg("export")
+        .arg("--checkpoint")
+        .arg(dir.join(checkpoint))
+        .arg("--calib")
+        .arg(dir.join("sim"))
+        .arg("--out")
+        .arg(dir.join(out))
+        .args([
+            "--calib-windows",
+            "6",
+            "--refine-windows",
+            "2",
+            "--parity-windows",
+            "6",
+        ]))
+}
+
+#[test]
+fn export_writes_a_verified_bundle_with_int8_and_parity_and_uses_qat_ranges() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    simulate_and_train(dir);
+
+    let text = export(dir, "run", "bundle");
+    assert!(text.contains("parity on"), "{text}");
+    let b = Bundle::open(&dir.join("bundle")).unwrap();
+    let m = b.manifest();
+    assert_eq!(m.name, "bundle");
+    for f in [
+        "model.onnx",
+        "model.int8.onnx",
+        "model.f16.safetensors",
+        "memory.safetensors",
+    ] {
+        assert!(
+            m.files.contains_key(f),
+            "{f} missing from {:?}",
+            m.files.keys()
+        );
+    }
+    let q = m.quantization.as_ref().expect("quantization report");
+    assert_eq!(q.scheme, "u8s8-per-channel-v1");
+    assert!(q.frames > 0);
+    // The sites the int8 graph uses: every conv output and the inputs not fed by another conv.
+    assert!(q.tensors.len() >= 20, "{} ranges", q.tensors.len());
+    assert!(q
+        .tensors
+        .iter()
+        .all(|t| t.method != "qat" && t.lo <= 0.0 && t.hi >= 0.0));
+    let p = m.parity.as_ref().expect("parity report");
+    assert!(
+        p.f32_max_abs_diff <= p.f32_bound && p.f32_bound == 1e-4,
+        "{p:?}"
+    );
+    assert!(p.frames > 0);
+    // The simulated dataset has labelled test clips: AUCs are measured.
+    assert!(p.f32_auc.is_some() && p.int8_auc.is_some(), "{p:?}");
+    let int8 = std::fs::read(b.model_int8_path()).unwrap();
+    assert!(int8
+        .windows(b"QLinearConv".len())
+        .any(|w| w == b"QLinearConv"));
+
+    // Quantization-aware fine-tuning, then export with its ranges.
+    ok(edge_cli()
+        .args([
+            "train",
+            "--qat",
+            "--epochs",
+            "1",
+            "--max-steps",
+            "2",
+            "--from",
+        ])
+        .arg(dir.join("run"))
+        .arg("--data")
+        .arg(dir.join("sim"))
+        .arg("--out")
+        .arg(dir.join("qat")));
+    let text = export(dir, "qat", "bundle-qat");
+    assert!(text.contains("quant.json"), "{text}");
+    let b = Bundle::open(&dir.join("bundle-qat")).unwrap();
+    let q = b.manifest().quantization.clone().unwrap();
+    assert!(q.tensors.iter().all(|t| t.method == "qat"), "{q:?}");
+    assert_eq!(q.frames, 0, "no calibration frames with QAT ranges");
+}
+
+#[test]
+fn export_errors_name_what_is_wrong() {
+    let tmp = tempfile::tempdir().unwrap();
+    // No --calib: a usage error.
+    let out = edge_cli()
+        .args(["export", "--checkpoint", "x", "--out"])
+        .arg(tmp.path().join("b"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--calib"));
+    // A checkpoint that does not exist: exit 1, the path named.
+    let missing = tmp.path().join("no-such-run");
+    let out = edge_cli()
+        .arg("export")
+        .arg("--checkpoint")
+        .arg(&missing)
+        .arg("--calib")
+        .arg(tmp.path())
+        .arg("--out")
+        .arg(tmp.path().join("b"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such-run"), "{err}");
+}
