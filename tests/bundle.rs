@@ -13,8 +13,9 @@ use thermal_edge::export::bundle::{
 use thermal_edge::export::f16::load_f16_store;
 use thermal_edge::model::{Mnad, ModelConfig, ParamStore};
 
-/// Writes a bundle of a freshly initialised tiny model; the int8 file holds the f32 model
-/// until the int8 exporter lands (the loader checks only hash and loadability).
+/// Writes a bundle of a freshly initialised tiny model. The loader checks hashes and sizes, not
+/// what a model computes, so the int8 slot holds the f32 graph here (the real int8 export is
+/// covered by tests/quant_export.rs and tests/export_cli.rs).
 fn tiny_bundle(dir: &Path) -> (ParamStore, Mnad, Manifest) {
     let cfg = ModelConfig::preset("tiny").unwrap();
     let store = ParamStore::new(Device::Cpu, 7);

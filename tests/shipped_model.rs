@@ -52,3 +52,69 @@ fn demo_model_predicts_unseen_normal_footage() {
         "PSNR on unseen normal footage {mean:.2} dB ({p:?})"
     );
 }
+
+/// The shipped bundle (`models/harbor-edge-s/`) opens with verified hashes and scores the same
+/// unseen normal footage with every CPU backend: tract f32 and int8, candle (f16 weights).
+#[test]
+fn shipped_bundle_scores_with_tract_and_candle() {
+    use thermal_edge::engine::{open_scorer, score_source, Backend, FrameStack};
+    use thermal_edge::export::bundle::Bundle;
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/harbor-edge-s");
+    let bundle = Bundle::open(&dir).unwrap();
+    let parity = bundle.manifest().parity.clone().expect("parity report");
+    assert!(parity.f32_max_abs_diff <= 1e-4, "{parity:?}");
+    assert!(parity.score_pearson >= 0.99, "{parity:?}");
+
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("sim");
+    let st = Command::new(env!("CARGO_BIN_EXE_edge-cli"))
+        .args([
+            "simulate",
+            "--train-clips",
+            "1",
+            "--test-clips",
+            "0",
+            "--frames",
+            "12",
+        ])
+        .args(["--seed", "98", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let clip = std::fs::read_dir(out.join("train"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut results = Vec::new();
+    for backend in [Backend::TractF32, Backend::TractInt8, Backend::CandleCpu] {
+        let mut scorer = open_scorer(&bundle, backend, 1).unwrap();
+        let mut stack = FrameStack::for_bundle(&bundle).unwrap();
+        let mut src =
+            thermal_edge::source::open_source(&clip, &thermal_edge::source::OpenOptions::default())
+                .unwrap();
+        let mut psnr = Vec::new();
+        let s = score_source(scorer.as_mut(), &mut stack, src.as_mut(), None, |f| {
+            psnr.push(f.psnr)
+        })
+        .unwrap();
+        assert_eq!(s.frames_scored, 12 - 4, "{backend}");
+        let mean = psnr.iter().sum::<f32>() / psnr.len() as f32;
+        assert!(mean > 28.0, "{backend}: mean PSNR {mean:.2} dB ({psnr:?})");
+        results.push((backend, psnr));
+    }
+    // f16 weights on candle: within 0.05 dB of tract f32; int8 within 1 dB on normal footage.
+    for i in 0..results[0].1.len() {
+        let f = results[0].1[i];
+        assert!((results[2].1[i] - f).abs() < 0.05, "candle {results:?}");
+        assert!((results[1].1[i] - f).abs() < 1.0, "int8 {results:?}");
+    }
+}
