@@ -272,10 +272,35 @@ fn edge_cli_export_writes_a_model_tract_loads() {
     )
     .unwrap();
     std::fs::write(d.path().join("latest"), "epoch-0001\n").unwrap();
+    // Calibration footage: 12 frames of a warm blob drifting over a gradient, 8-bit values.
+    let (h, w, n) = (cfg.height, cfg.width, 12);
+    let px: Vec<u16> = (0..n * h * w)
+        .map(|i| {
+            let (t, y, x) = (i / (h * w), (i / w) % h, i % w);
+            let r2 = (x as f32 - 4.0 - t as f32).powi(2) + (y as f32 - h as f32 / 2.0).powi(2);
+            (40.0 + 3.0 * y as f32 + 150.0 * (-r2 / 20.0).exp()) as u16
+        })
+        .collect();
+    let calib = d.path().join("calib.npy");
+    thermal_edge::source::npy::write_npy(
+        &calib,
+        &thermal_edge::source::npy::encode_u16(&[n, h, w], &px),
+    )
+    .unwrap();
     let out_dir = d.path().join("bundle");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-cli"))
         .args(["export", "--checkpoint"])
         .arg(d.path())
+        .arg("--calib")
+        .arg(&calib)
+        .args([
+            "--calib-windows",
+            "4",
+            "--refine-windows",
+            "0",
+            "--parity-windows",
+            "4",
+        ])
         .arg("--out")
         .arg(&out_dir)
         .output()
@@ -297,6 +322,8 @@ fn edge_cli_export_writes_a_model_tract_loads() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-cli"))
         .args(["export", "--checkpoint"])
         .arg(&out_dir)
+        .arg("--calib")
+        .arg(&calib)
         .arg("--out")
         .arg(d.path().join("x"))
         .output()
