@@ -83,6 +83,28 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[test]
+fn tract_on_a_thread_pool_scores_like_one_thread() {
+    let d = tempfile::tempdir().unwrap();
+    let (_, bundle) = tiny_bundle(d.path());
+    let stack = full_stack(&bundle, 0);
+    for precision in [Precision::F32, Precision::Int8] {
+        let one = TractScorer::new(&bundle, precision, 1)
+            .unwrap()
+            .score(&stack)
+            .unwrap();
+        let three = TractScorer::new(&bundle, precision, 3)
+            .unwrap()
+            .score(&stack)
+            .unwrap();
+        let d = max_diff(&one.pred, &three.pred);
+        assert!(
+            d < 1e-5,
+            "{precision:?}: threads change the prediction by {d}"
+        );
+    }
+}
+
+#[test]
 fn tract_and_candle_score_alike() {
     let d = tempfile::tempdir().unwrap();
     let (net, bundle) = tiny_bundle(d.path());

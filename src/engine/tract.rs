@@ -4,9 +4,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tract_onnx::prelude::{
-    tvec, Framework, InferenceModelExt, IntoRunnable, IntoTValue, TValue, Tensor,
-    TypedRunnableModel,
+    tvec, Framework, InferenceModelExt, IntoTValue, TValue, Tensor, TypedRunnableModel,
 };
+
+use tract_linalg::multithread::Executor;
+use tract_onnx::tract_core::prelude::RunOptions;
 
 use super::{score_forward, split_stack, Backend, EngineError, MemoryState, ScoreOutput, Scorer};
 use crate::export::bundle::Bundle;
@@ -47,33 +49,25 @@ fn tract_err(context: String) -> impl FnOnce(tract_onnx::prelude::TractError) ->
 }
 
 impl TractScorer {
-    /// Loads the bundle's model of `precision` with the bundle's initial memory.
-    ///
-    /// `threads`: this build of tract runs every operator on the calling thread. tract 0.23
-    /// can spread matrix products over a rayon pool (`tract_linalg::multithread::Executor`),
-    /// but only with tract-linalg's `multithread-mm` feature, which thermal-edge does not
-    /// enable; a `threads` above 1 is therefore logged and otherwise ignored.
+    /// Loads the bundle's model of `precision` with the bundle's initial memory; `threads` > 1
+    /// runs tract's matrix products (the convolutions' bulk) on a pool of that many threads.
     pub fn new(bundle: &Bundle, precision: Precision, threads: usize) -> Result<Self, EngineError> {
-        if threads > 1 {
-            log::warn!(
-                "tract runs single-threaded in this build (tract-linalg without multithread-mm); ignoring --threads {threads}"
-            );
-        }
         let path = match precision {
             Precision::F32 => bundle.model_f32_path(),
             Precision::Int8 => bundle.model_int8_path(),
         };
         let memory = bundle.load_memory()?;
-        Self::from_path(&path, bundle.config(), memory, precision)
+        Self::from_path(&path, bundle.config(), memory, precision, threads)
     }
 
     /// Loads an ONNX model file exported for `cfg`, with `memory` (row-major M×D) as the
-    /// initial memory.
+    /// initial memory, running on `threads` threads (0 or 1: the calling thread only).
     pub fn from_path(
         path: &Path,
         cfg: &ModelConfig,
         memory: Vec<f32>,
         precision: Precision,
+        threads: usize,
     ) -> Result<Self, EngineError> {
         let ctx = |what: &str| format!("{what} {}", path.display());
         let model = tract_onnx::onnx()
@@ -81,7 +75,10 @@ impl TractScorer {
             .map_err(tract_err(ctx("loading")))?
             .into_optimized()
             .map_err(tract_err(ctx("optimizing")))?
-            .into_runnable()
+            .into_runnable_with_options(&RunOptions {
+                executor: (threads > 1).then(|| Executor::multithread(threads)),
+                ..Default::default()
+            })
             .map_err(tract_err(ctx("planning")))?;
         log::debug!("tract loaded {} ({precision:?})", path.display());
         Ok(Self {
