@@ -9,4 +9,6 @@ pub mod export;
 pub mod frame;
 pub mod model;
 pub mod rng;
+pub mod score;
 pub mod source;
+pub mod stats;

@@ -17,6 +17,7 @@ use crate::model::config::Mode;
 use crate::model::data::FrameSet;
 use crate::model::{Mnad, ModelConfig, ParamStore};
 use crate::source::{label, tre, FrameSource};
+pub use crate::stats::{auc, pearson};
 
 /// One scored window: the model's input frames, the frame to predict, and its label if known.
 #[derive(Debug, Clone)]
@@ -185,58 +186,6 @@ pub fn feature_distance(queries: &[f32], memory: &[f32], d: usize) -> f64 {
     sum / (n * d).max(1) as f64
 }
 
-/// Pearson correlation (0 when either side is constant).
-pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len().min(b.len()) as f64;
-    if n < 2.0 {
-        return 0.0;
-    }
-    let ma = a.iter().sum::<f64>() / n;
-    let mb = b.iter().sum::<f64>() / n;
-    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for (x, y) in a.iter().zip(b) {
-        sab += (x - ma) * (y - mb);
-        saa += (x - ma).powi(2);
-        sbb += (y - mb).powi(2);
-    }
-    if saa == 0.0 || sbb == 0.0 {
-        return 0.0;
-    }
-    sab / (saa * sbb).sqrt()
-}
-
-/// ROC AUC of `scores` for `labels` (true = positive), tie-aware (average ranks, as
-/// scikit-learn's `roc_auc_score`); None without both classes.
-pub fn auc(scores: &[f64], labels: &[bool]) -> Option<f64> {
-    let pos = labels.iter().filter(|&&l| l).count();
-    let neg = labels.len() - pos;
-    if pos == 0 || neg == 0 {
-        return None;
-    }
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    idx.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
-    let mut ranks = vec![0f64; scores.len()];
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j + 1 < idx.len() && scores[idx[j + 1]] == scores[idx[i]] {
-            j += 1;
-        }
-        let r = (i + j) as f64 / 2.0 + 1.0;
-        for k in i..=j {
-            ranks[idx[k]] = r;
-        }
-        i = j + 1;
-    }
-    let sum_pos: f64 = labels
-        .iter()
-        .zip(&ranks)
-        .filter(|(l, _)| **l)
-        .map(|(_, r)| r)
-        .sum();
-    Some((sum_pos - (pos * (pos + 1)) as f64 / 2.0) / (pos * neg) as f64)
-}
-
 /// The parity figures of one export.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parity {
@@ -333,23 +282,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auc_is_tie_aware() {
-        assert_eq!(auc(&[0.1, 0.9], &[false, true]), Some(1.0));
-        assert_eq!(auc(&[0.9, 0.1], &[false, true]), Some(0.0));
-        // All tied: 0.5.
-        assert_eq!(auc(&[0.5, 0.5, 0.5], &[false, true, true]), Some(0.5));
-        // sklearn: roc_auc_score([0,0,1,1],[0.1,0.4,0.35,0.8]) = 0.75
-        assert_eq!(
-            auc(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]),
-            Some(0.75)
-        );
-        assert_eq!(auc(&[0.1, 0.2], &[true, true]), None);
-    }
-
-    #[test]
-    fn pearson_and_scores() {
-        assert!((pearson(&[1.0, 2.0, 3.0], &[2.0, 4.0, 6.5]) - 0.99795).abs() < 1e-4);
-        assert_eq!(pearson(&[1.0, 1.0], &[1.0, 2.0]), 0.0);
+    fn scores_psnr_and_feature_distance() {
         let s = RawScores {
             psnr: vec![30.0, 20.0, 25.0],
             distance: vec![0.0, 1.0, 0.5],
