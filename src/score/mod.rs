@@ -6,4 +6,5 @@
 pub mod causal;
 pub mod events;
 pub mod metrics;
+pub mod threshold;
 pub mod zones;

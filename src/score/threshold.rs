@@ -1,0 +1,228 @@
+//! Alert threshold from normal footage only, for a false-alarm budget: the empirical quantile
+//! when the data hold enough exceedances, else a peaks-over-threshold fit of a generalized
+//! Pareto tail; with a bootstrap interval of the expected alerts per day.
+
+use crate::rng::Rng;
+
+/// Exceedances the data must hold for the empirical quantile to be used.
+const MIN_EXCEEDANCES: f64 = 10.0;
+/// Fraction of the data forming the tail the generalized Pareto distribution is fitted to.
+const TAIL_FRACTION: f64 = 0.1;
+
+/// How the threshold was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TailMethod {
+    /// The empirical quantile of the scores.
+    Empirical,
+    /// A generalized Pareto tail fitted to the top scores (the budget lies beyond the data).
+    Gpd,
+}
+
+/// A fitted alert threshold.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ThresholdFit {
+    /// Score at or above which a frame alerts.
+    pub threshold: f64,
+    /// How it was found.
+    pub method: TailMethod,
+    /// Alerts per day the fit expects at the threshold (frame exceedances per day).
+    pub expected_per_day: f64,
+    /// 90 % bootstrap interval of the expected alerts per day.
+    pub interval_per_day: [f64; 2],
+    /// Normal frames the fit used.
+    pub frames: usize,
+}
+
+/// Why no threshold could be fitted.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ThresholdError {
+    /// Too few finite scores.
+    #[error("need at least 50 finite normal-frame scores to fit a threshold, got {0}")]
+    TooFew(usize),
+    /// A budget or rate that is not positive.
+    #[error("{0}")]
+    Parameter(String),
+}
+
+/// Generalized Pareto tail above `u`: P(S > t) = ζ·(1 + ξ(t − u)/σ)^(−1/ξ).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Tail {
+    u: f64,
+    zeta: f64,
+    xi: f64,
+    sigma: f64,
+}
+
+impl Tail {
+    /// Probability-weighted-moment fit (Hosking & Wallis 1987) to the top `TAIL_FRACTION` of
+    /// `sorted` (ascending).
+    fn fit(sorted: &[f64]) -> Option<Self> {
+        let n = sorted.len();
+        let k = ((n as f64 * TAIL_FRACTION) as usize).max(10).min(n - 1);
+        let u = sorted[n - k - 1];
+        let y: Vec<f64> = sorted[n - k..].iter().map(|s| s - u).collect();
+        let kf = k as f64;
+        let a0 = y.iter().sum::<f64>() / kf;
+        let a1 = y
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (1.0 - (i as f64 + 1.0 - 0.35) / kf) * v)
+            .sum::<f64>()
+            / kf;
+        let d = a0 - 2.0 * a1;
+        if !(a0 > 0.0 && d > 0.0) {
+            return None;
+        }
+        Some(Self {
+            u,
+            zeta: kf / n as f64,
+            xi: 2.0 - a0 / d,
+            sigma: 2.0 * a0 * a1 / d,
+        })
+    }
+
+    fn exceedance(&self, t: f64) -> f64 {
+        if t <= self.u {
+            return self.zeta;
+        }
+        let z = (t - self.u) / self.sigma;
+        if self.xi.abs() < 1e-6 {
+            self.zeta * (-z).exp()
+        } else {
+            let base = 1.0 + self.xi * z;
+            if base <= 0.0 {
+                0.0
+            } else {
+                self.zeta * base.powf(-1.0 / self.xi)
+            }
+        }
+    }
+
+    fn quantile(&self, p: f64) -> f64 {
+        let r = p / self.zeta;
+        if self.xi.abs() < 1e-6 {
+            self.u - self.sigma * r.ln()
+        } else {
+            self.u + self.sigma / self.xi * (r.powf(-self.xi) - 1.0)
+        }
+    }
+}
+
+fn empirical_quantile(sorted: &[f64], q: f64) -> f64 {
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn exceedance_rate(sorted: &[f64], t: f64, method: TailMethod) -> f64 {
+    match method {
+        TailMethod::Empirical => {
+            let above = sorted.len() - sorted.partition_point(|&s| s < t);
+            above as f64 / sorted.len() as f64
+        }
+        TailMethod::Gpd => Tail::fit(sorted).map_or(0.0, |tail| tail.exceedance(t)),
+    }
+}
+
+/// Fits the threshold whose expected frame exceedances match `alerts_per_day` for footage of
+/// `frames_per_day` frames (86 400 at 1 fps). Needs no anomalous examples. `seed` makes the
+/// bootstrap interval repeatable.
+pub fn fit_threshold(
+    scores: &[f64],
+    frames_per_day: f64,
+    alerts_per_day: f64,
+    seed: u64,
+) -> Result<ThresholdFit, ThresholdError> {
+    if !(frames_per_day > 0.0 && alerts_per_day > 0.0 && alerts_per_day < frames_per_day) {
+        return Err(ThresholdError::Parameter(format!(
+            "the alert budget ({alerts_per_day}/day) must be positive and below the frame rate ({frames_per_day}/day)"
+        )));
+    }
+    let mut sorted: Vec<f64> = scores.iter().copied().filter(|s| s.is_finite()).collect();
+    if sorted.len() < 50 {
+        return Err(ThresholdError::TooFew(sorted.len()));
+    }
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let p = alerts_per_day / frames_per_day;
+    let (method, threshold) = match Tail::fit(&sorted) {
+        Some(tail) if p * (n as f64) < MIN_EXCEEDANCES => (TailMethod::Gpd, tail.quantile(p)),
+        _ => (TailMethod::Empirical, empirical_quantile(&sorted, 1.0 - p)),
+    };
+    let expected = exceedance_rate(&sorted, threshold, method) * frames_per_day;
+    // Bootstrap: resample the frames, re-estimate the exceedance rate at the threshold.
+    let mut rng = Rng::new(seed);
+    let mut rates: Vec<f64> = (0..200)
+        .map(|_| {
+            let mut s: Vec<f64> = (0..n)
+                .map(|_| sorted[(rng.next_u64() % n as u64) as usize])
+                .collect();
+            s.sort_by(f64::total_cmp);
+            exceedance_rate(&s, threshold, method) * frames_per_day
+        })
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    Ok(ThresholdFit {
+        threshold,
+        method,
+        expected_per_day: expected,
+        interval_per_day: [rates[10], rates[189]],
+        frames: n,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Standard exponential scores: P(S > t) = e^(−t).
+    fn exponential(n: usize, seed: u64) -> Vec<f64> {
+        let mut r = Rng::new(seed);
+        (0..n).map(|_| -(1.0 - f64::from(r.f32())).ln()).collect()
+    }
+
+    #[test]
+    fn empirical_quantile_within_the_data() {
+        let s = exponential(20_000, 1);
+        // 1 alert per 100 frames: t = ln 100 = 4.61.
+        let f = fit_threshold(&s, 8_640.0, 86.4, 2).unwrap();
+        assert_eq!(f.method, TailMethod::Empirical);
+        assert!((f.threshold - 100f64.ln()).abs() < 0.2, "{f:?}");
+        assert!(
+            f.interval_per_day[0] <= 86.4 && 86.4 <= f.interval_per_day[1],
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn tail_fit_beyond_the_data_and_fresh_normal_footage_stays_in_the_interval() {
+        // One day at 1 fps of normal scores; budget 2 alerts/day -> beyond 10 exceedances in
+        // 20 000 frames, so the generalized Pareto tail is used.
+        let s = exponential(20_000, 3);
+        let f = fit_threshold(&s, 86_400.0, 2.0, 4).unwrap();
+        eprintln!("{f:?}");
+        assert_eq!(f.method, TailMethod::Gpd);
+        let truth = (86_400.0f64 / 2.0).ln(); // 10.67
+        assert!((f.threshold - truth).abs() < 1.0, "{f:?} vs {truth}");
+        // Fresh normal footage (5 days): exceedances per day at the threshold fall inside the
+        // reported interval.
+        let fresh = exponential(432_000, 99);
+        let per_day = fresh.iter().filter(|&&v| v >= f.threshold).count() as f64 / 5.0;
+        eprintln!("fresh normal footage: {per_day} alerts/day");
+        assert!(
+            f.interval_per_day[0] <= per_day && per_day <= f.interval_per_day[1],
+            "{per_day}/day outside {:?}",
+            f.interval_per_day
+        );
+    }
+
+    #[test]
+    fn bad_inputs_are_refused() {
+        assert_eq!(
+            fit_threshold(&[1.0; 10], 86_400.0, 2.0, 0),
+            Err(ThresholdError::TooFew(10))
+        );
+        assert!(fit_threshold(&exponential(100, 1), 86_400.0, 0.0, 0).is_err());
+        assert!(fit_threshold(&exponential(100, 1), 10.0, 20.0, 0).is_err());
+    }
+}
