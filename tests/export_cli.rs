@@ -26,7 +26,7 @@ fn simulate_and_train(dir: &Path) {
     ok(edge_cli()
         .args(["simulate", "--train-clips", "2", "--test-clips", "2"])
         .args([
-            "--seed", "4", "--frames", "24", "--width", "64", "--height", "48", "--out",
+            "--seed", "4", "--frames", "40", "--width", "64", "--height", "48", "--out",
         ])
         .arg(dir.join("sim")));
     ok(edge_cli()
@@ -108,6 +108,31 @@ fn export_writes_a_verified_bundle_with_int8_and_parity_and_uses_qat_ranges() {
     assert!(int8
         .windows(b"QLinearConv".len())
         .any(|w| w == b"QLinearConv"));
+
+    // Calibrate on the normal training clips: [calibration] lands in bundle.toml, the file
+    // hashes still verify.
+    let text = ok(edge_cli()
+        .args([
+            "calibrate",
+            "--alerts-per-day",
+            "500",
+            "--backend",
+            "tract-int8",
+            "--bundle",
+        ])
+        .arg(dir.join("bundle"))
+        .arg("--source")
+        .arg(dir.join("sim")));
+    assert!(text.contains("threshold"), "{text}");
+    let b = Bundle::open(&dir.join("bundle")).unwrap();
+    let cal = b.manifest().calibration.clone().expect("calibration table");
+    assert_eq!(cal["version"].as_integer(), Some(1));
+    assert!(cal["threshold"]["threshold"]
+        .as_float()
+        .unwrap()
+        .is_finite());
+    assert_eq!(cal["backend"].as_str(), Some("tract-int8"));
+    assert!(cal["score"]["psnr"]["sigma"].as_float().unwrap() > 0.0);
 
     // Quantization-aware fine-tuning, then export with its ranges.
     ok(edge_cli()

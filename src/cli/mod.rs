@@ -1,5 +1,6 @@
 //! The `edge-cli` command line: parse, call the library, print. One file per subcommand.
 
+pub mod calibrate;
 pub mod export;
 pub mod infer;
 pub mod info;
@@ -31,12 +32,12 @@ pub enum Command {
     Run(NotYet),
     /// Train the anomaly model on normal footage.
     Train(train::TrainArgs),
-    /// Export a checkpoint to a model bundle (so far: the f32 ONNX model).
+    /// Export a checkpoint to a model bundle (f32 + int8 ONNX, f16 weights, parity report).
     Export(export::ExportArgs),
     /// Score footage with a bundle and print per-frame scores.
     Infer(infer::InferArgs),
     /// Set alert thresholds from normal footage to a false-alarm budget.
-    Calibrate(NotYet),
+    Calibrate(calibrate::CalibrateArgs),
     /// Measure detection on labelled clips.
     Eval(NotYet),
     /// Measure speed and memory of a bundle on this machine.
@@ -83,6 +84,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Train(a) => train::run(&a),
         Command::Export(a) => export::run(&a),
         Command::Infer(a) => infer::run(&a),
+        Command::Calibrate(a) => calibrate::run(&a),
         _ => {
             eprintln!("edge-cli {name}: not yet available in this version of thermal-edge");
             return ExitCode::from(EXIT_USAGE);
