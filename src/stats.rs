@@ -119,6 +119,17 @@ pub fn mad(v: &[f64]) -> Option<f64> {
     median(&dev)
 }
 
+/// Min–max normalisation to [0, 1]; a constant series maps to 0.
+pub fn min_max(v: &[f64]) -> Vec<f64> {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if hi > lo {
+        v.iter().map(|x| (x - lo) / (hi - lo)).collect()
+    } else {
+        vec![0.0; v.len()]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -229,35 +229,9 @@ pub fn score_forward(
     }
 }
 
-/// Index of each query's best item by cosine score (first one on ties, like argmax).
-fn top1(q: &[f32], memory: &[f32], dim: usize) -> usize {
-    let mut best = (0, f32::NEG_INFINITY);
-    for (i, item) in memory.chunks_exact(dim).enumerate() {
-        let s: f32 = q.iter().zip(item).map(|(a, b)| a * b).sum();
-        if s > best.1 {
-            best = (i, s);
-        }
-    }
-    best.0
-}
-
-/// Mean over queries and dimensions of (q − nearest item)².
-pub fn feature_distance(queries: &[f32], memory: &[f32], dim: usize) -> f32 {
-    if queries.is_empty() || dim == 0 {
-        return 0.0;
-    }
-    let mut sum = 0f64;
-    for q in queries.chunks_exact(dim) {
-        let i = top1(q, memory, dim);
-        let item = &memory[i * dim..(i + 1) * dim];
-        sum += q
-            .iter()
-            .zip(item)
-            .map(|(a, b)| f64::from(a - b) * f64::from(a - b))
-            .sum::<f64>();
-    }
-    (sum / queries.len() as f64) as f32
-}
+/// Mean over queries and dimensions of (q − nearest item)² (the model layer's definition,
+/// shared with the export's parity report).
+pub use crate::model::memory::feature_distance_slices as feature_distance;
 
 /// Cosine scores S = Q·Mᵀ (N, M) of unit queries against unit items.
 pub fn cosine_scores(queries: &[f32], memory: &[f32], dim: usize) -> Vec<f32> {

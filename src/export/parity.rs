@@ -15,8 +15,10 @@ use super::ExportError;
 use crate::frame::{Preprocessor, ThermalFrame, Units};
 use crate::model::config::Mode;
 use crate::model::data::FrameSet;
+use crate::model::memory::feature_distance_slices;
 use crate::model::{Mnad, ModelConfig, ParamStore};
 use crate::source::{label, tre, FrameSource};
+use crate::stats::min_max;
 pub use crate::stats::{auc, pearson};
 
 /// One scored window: the model's input frames, the frame to predict, and its label if known.
@@ -142,16 +144,6 @@ impl RawScores {
     }
 }
 
-fn min_max(v: &[f64]) -> Vec<f64> {
-    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if hi > lo {
-        v.iter().map(|x| (x - lo) / (hi - lo)).collect()
-    } else {
-        vec![0.0; v.len()]
-    }
-}
-
 /// PSNR of `pred` against `target` (both in [−1, 1]): 10·log10(1 / MSE in [0, 1]).
 pub fn psnr(pred: &[f32], target: &[f32]) -> f64 {
     let mse = pred
@@ -161,29 +153,6 @@ pub fn psnr(pred: &[f32], target: &[f32]) -> f64 {
         .sum::<f64>()
         / pred.len().max(1) as f64;
     10.0 * (1.0 / mse.max(1e-10)).log10()
-}
-
-/// Mean squared distance of each query (N × D) to its most similar memory item (M × D).
-pub fn feature_distance(queries: &[f32], memory: &[f32], d: usize) -> f64 {
-    let mut sum = 0f64;
-    let n = queries.len() / d;
-    for q in queries.chunks_exact(d) {
-        let best = memory
-            .chunks_exact(d)
-            .map(|m| q.iter().zip(m).map(|(a, b)| a * b).sum::<f32>())
-            .enumerate()
-            .fold(
-                (0, f32::NEG_INFINITY),
-                |b, (i, s)| if s > b.1 { (i, s) } else { b },
-            );
-        let m = &memory[best.0 * d..(best.0 + 1) * d];
-        sum += q
-            .iter()
-            .zip(m)
-            .map(|(a, b)| f64::from(a - b).powi(2))
-            .sum::<f64>();
-    }
-    sum / (n * d).max(1) as f64
 }
 
 /// The parity figures of one export.
@@ -249,9 +218,13 @@ pub fn compute(
         f32_diff = f32_diff.max(max_diff(&pc, &pf));
         int8_diff = int8_diff.max(max_diff(&pq, &pf));
         f32_scores.psnr.push(psnr(&pf, &w.target));
-        f32_scores.distance.push(feature_distance(&qf, &memory, d));
+        f32_scores
+            .distance
+            .push(f64::from(feature_distance_slices(&qf, &memory, d)));
         int8_scores.psnr.push(psnr(&pq, &w.target));
-        int8_scores.distance.push(feature_distance(&qq, &memory, d));
+        int8_scores
+            .distance
+            .push(f64::from(feature_distance_slices(&qq, &memory, d)));
         progress(i + 1, windows.len());
     }
     let alpha = match cfg.mode {
@@ -291,8 +264,8 @@ mod tests {
         assert!((psnr(&[0.0; 4], &[0.2; 4]) - 20.0).abs() < 1e-5);
         // A query equal to an item: distance 0.
         let mem = [1.0, 0.0, 0.0, 1.0];
-        assert_eq!(feature_distance(&[1.0, 0.0], &mem, 2), 0.0);
+        assert_eq!(feature_distance_slices(&[1.0, 0.0], &mem, 2), 0.0);
         // (0.6, 0.8) is nearest e2: ((0.6² + 0.2²) / 2 = 0.2.
-        assert!((feature_distance(&[0.6, 0.8], &mem, 2) - 0.2).abs() < 1e-6);
+        assert!((feature_distance_slices(&[0.6, 0.8], &mem, 2) - 0.2).abs() < 1e-6);
     }
 }

@@ -328,7 +328,7 @@ pub fn calibrate(
         builder.output_any_shape(o);
     }
     let proto = builder.finish("thermal_edge_mnad_calibration", "calibration graph");
-    let runnable = tract(&proto)?;
+    let runnable = tract_bytes(&proto.encode_to_vec())?;
     let memory = memory_items(store)?;
     let (m, d) = (cfg.memory_items, cfg.memory_dim());
     let mut observers: BTreeMap<String, Observer> = BTreeMap::new();
@@ -596,14 +596,6 @@ pub(crate) fn run_model(
 
 fn tract_err(e: impl std::fmt::Display) -> ExportError {
     ExportError::Unsupported(format!("tract: {e}"))
-}
-
-fn tract(proto: &ModelProto) -> Result<Runnable, ExportError> {
-    tract_onnx::onnx()
-        .model_for_proto_model(proto)
-        .and_then(|m| m.into_optimized())
-        .and_then(|m| m.into_runnable())
-        .map_err(tract_err)
 }
 
 /// Sites as recorded by the graph writer (re-exported for reports and tests).

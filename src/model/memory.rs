@@ -181,6 +181,38 @@ pub fn update_items(items: &mut [f32], m: usize, d: usize, queries: &[f32], scor
     }
 }
 
+/// Index of each query's best item by cosine score (first one on ties, like argmax).
+fn top1(q: &[f32], memory: &[f32], dim: usize) -> usize {
+    let mut best = (0, f32::NEG_INFINITY);
+    for (i, item) in memory.chunks_exact(dim).enumerate() {
+        let s: f32 = q.iter().zip(item).map(|(a, b)| a * b).sum();
+        if s > best.1 {
+            best = (i, s);
+        }
+    }
+    best.0
+}
+
+/// MNAD's feature distance on plain slices: the mean over queries (N×D) and dimensions of
+/// (q − its most similar memory item)², items (M×D) chosen by dot product (cosine for unit
+/// vectors).
+pub fn feature_distance_slices(queries: &[f32], memory: &[f32], dim: usize) -> f32 {
+    if queries.is_empty() || dim == 0 {
+        return 0.0;
+    }
+    let mut sum = 0f64;
+    for q in queries.chunks_exact(dim) {
+        let i = top1(q, memory, dim);
+        let item = &memory[i * dim..(i + 1) * dim];
+        sum += q
+            .iter()
+            .zip(item)
+            .map(|(a, b)| f64::from(a - b) * f64::from(a - b))
+            .sum::<f64>();
+    }
+    (sum / queries.len() as f64) as f32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,13 +61,7 @@ pub fn detection(clips: &[ClipScores]) -> Detection {
 /// Per-clip min–max normalisation (the paper's offline protocol): each clip's scores mapped to
 /// [0, 1]; a constant clip maps to 0.
 pub fn min_max_per_clip(scores: &[f64]) -> Vec<f64> {
-    let lo = scores.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if hi > lo {
-        scores.iter().map(|s| (s - lo) / (hi - lo)).collect()
-    } else {
-        vec![0.0; scores.len()]
-    }
+    crate::stats::min_max(scores)
 }
 
 #[cfg(test)]
