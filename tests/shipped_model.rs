@@ -55,9 +55,11 @@ fn demo_model_predicts_unseen_normal_footage() {
 
 /// The shipped bundle (`models/harbor-edge-s/`) opens with verified hashes and scores the same
 /// unseen normal footage with every CPU backend: tract f32 and int8, candle (f16 weights).
+/// Scoring goes through `edge-cli infer --json`, as a user runs it: in this test binary
+/// (system allocator) the in-process version crashed with SIGSEGV in about 15 % of runs, which
+/// the CLI (mimalloc) never did in 36 runs — recorded in the issue notes for investigation.
 #[test]
 fn shipped_bundle_scores_with_tract_and_candle() {
-    use thermal_edge::engine::{open_scorer, score_source, Backend, FrameStack};
     use thermal_edge::export::bundle::Bundle;
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/harbor-edge-s");
@@ -95,26 +97,35 @@ fn shipped_bundle_scores_with_tract_and_candle() {
         .unwrap()
         .path();
     let mut results = Vec::new();
-    for backend in [Backend::TractF32, Backend::TractInt8, Backend::CandleCpu] {
-        let mut scorer = open_scorer(&bundle, backend, 1).unwrap();
-        let mut stack = FrameStack::for_bundle(&bundle).unwrap();
-        let mut src =
-            thermal_edge::source::open_source(&clip, &thermal_edge::source::OpenOptions::default())
-                .unwrap();
-        let mut psnr = Vec::new();
-        let s = score_source(scorer.as_mut(), &mut stack, src.as_mut(), None, |f| {
-            psnr.push(f.psnr)
-        })
-        .unwrap();
-        assert_eq!(s.frames_scored, 12 - 4, "{backend}");
-        let mean = psnr.iter().sum::<f32>() / psnr.len() as f32;
+    for backend in ["tract-f32", "tract-int8", "candle-cpu"] {
+        let o = Command::new(env!("CARGO_BIN_EXE_edge-cli"))
+            .args(["infer", "--json", "--backend", backend, "--bundle"])
+            .arg(&dir)
+            .arg("--source")
+            .arg(&clip)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{backend}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let psnr: Vec<f64> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["psnr"].as_f64().unwrap()
+            })
+            .collect();
+        assert_eq!(psnr.len(), 12 - 4, "{backend}");
+        let mean = psnr.iter().sum::<f64>() / psnr.len() as f64;
         assert!(mean > 28.0, "{backend}: mean PSNR {mean:.2} dB ({psnr:?})");
-        results.push((backend, psnr));
+        results.push(psnr);
     }
     // f16 weights on candle: within 0.05 dB of tract f32; int8 within 1 dB on normal footage.
-    for i in 0..results[0].1.len() {
-        let f = results[0].1[i];
-        assert!((results[2].1[i] - f).abs() < 0.05, "candle {results:?}");
-        assert!((results[1].1[i] - f).abs() < 1.0, "int8 {results:?}");
+    for i in 0..results[0].len() {
+        let f = results[0][i];
+        assert!((results[2][i] - f).abs() < 0.05, "candle {results:?}");
+        assert!((results[1][i] - f).abs() < 1.0, "int8 {results:?}");
     }
 }
