@@ -4,10 +4,12 @@
 //! A lower module never imports a higher one.
 
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod export;
 pub mod frame;
 pub mod model;
+pub mod report;
 pub mod rng;
 pub mod score;
 pub mod source;

@@ -63,6 +63,37 @@ pub fn auc(scores: &[f64], labels: &[bool]) -> Option<f64> {
     Some((sum_pos - p * (p + 1.0) / 2.0) / (p * q))
 }
 
+/// ROC curve of `scores` (higher = more anomalous) for `labels`: (false-positive rate,
+/// true-positive rate) points from (0, 0) to (1, 1), one per distinct score (tied scores move
+/// together, so the trapezoid area equals [`auc`]); None unless both classes are present.
+pub fn roc_curve(scores: &[f64], labels: &[bool]) -> Option<Vec<(f64, f64)>> {
+    let n = scores.len().min(labels.len());
+    let pos = labels[..n].iter().filter(|&&l| l).count();
+    let neg = n - pos;
+    if pos == 0 || neg == 0 {
+        return None;
+    }
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let mut out = vec![(0.0, 0.0)];
+    let (mut tp, mut fp) = (0usize, 0usize);
+    let mut i = 0;
+    while i < n {
+        let mut j = i;
+        while j < n && scores[idx[j]] == scores[idx[i]] {
+            if labels[idx[j]] {
+                tp += 1;
+            } else {
+                fp += 1;
+            }
+            j += 1;
+        }
+        out.push((fp as f64 / neg as f64, tp as f64 / pos as f64));
+        i = j;
+    }
+    Some(out)
+}
+
 /// Average precision (area under the precision–recall curve as scikit-learn's
 /// `average_precision_score`: Σ (Rₙ − Rₙ₋₁)·Pₙ over distinct thresholds, ties taken together);
 /// None without a positive.
@@ -153,6 +184,21 @@ mod tests {
         );
         assert_eq!(auc(&[0.1, 0.2], &[true, true]), None);
         assert_eq!(auc(&[], &[]), None);
+    }
+
+    #[test]
+    fn roc_curve_steps_over_ties_and_integrates_to_the_auc() {
+        // Scores 0.8 (pos), 0.5 (pos, neg tied), 0.2 (neg): (0,0) (0,½) (½,1) (1,1).
+        let s = [0.2, 0.5, 0.5, 0.8];
+        let l = [false, false, true, true];
+        let roc = roc_curve(&s, &l).unwrap();
+        assert_eq!(roc, vec![(0.0, 0.0), (0.0, 0.5), (0.5, 1.0), (1.0, 1.0)]);
+        let area: f64 = roc
+            .windows(2)
+            .map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0)
+            .sum();
+        assert_eq!(Some(area), auc(&s, &l));
+        assert_eq!(roc_curve(&[0.1], &[true]), None);
     }
 
     #[test]

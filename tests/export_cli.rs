@@ -126,13 +126,51 @@ fn export_writes_a_verified_bundle_with_int8_and_parity_and_uses_qat_ranges() {
     assert!(text.contains("threshold"), "{text}");
     let b = Bundle::open(&dir.join("bundle")).unwrap();
     let cal = b.manifest().calibration.clone().expect("calibration table");
-    assert_eq!(cal["version"].as_integer(), Some(1));
-    assert!(cal["threshold"]["threshold"]
-        .as_float()
-        .unwrap()
-        .is_finite());
+    assert_eq!(cal["version"].as_integer(), Some(2));
+    let fit = &cal["fits"].as_array().unwrap()[0];
+    assert_eq!(fit["regime"].as_str(), Some("all"));
+    let threshold = fit["threshold"]["threshold"].as_float().unwrap();
+    assert!(threshold.is_finite());
     assert_eq!(cal["backend"].as_str(), Some("tract-int8"));
-    assert!(cal["score"]["psnr"]["sigma"].as_float().unwrap() > 0.0);
+    assert!(fit["score"]["psnr"]["sigma"].as_float().unwrap() > 0.0);
+
+    // Evaluate on the labelled test clips: both protocols, alarms at the calibrated threshold,
+    // the per-type breakdown from the simulator's manifest, plots.
+    let rep = dir.join("report");
+    let text = ok(edge_cli()
+        .args(["eval", "--bundle"])
+        .arg(dir.join("bundle"))
+        .arg("--data")
+        .arg(dir.join("sim"))
+        .arg("--out")
+        .arg(&rep));
+    assert!(
+        text.contains("micro AUC") && text.contains("causal"),
+        "{text}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rep.join("report.json")).unwrap()).unwrap();
+    let protocols = report["protocols"].as_array().unwrap();
+    assert_eq!(protocols.len(), 2);
+    assert_eq!(protocols[0]["protocol"], "paper");
+    let causal = &protocols[1];
+    assert_eq!(causal["protocol"], "causal");
+    assert!(
+        causal["detection"]["micro_auc"].as_f64().is_some(),
+        "{causal}"
+    );
+    assert_eq!(
+        causal["events"]["settings"]["events"]["enter"].as_f64(),
+        Some(threshold)
+    );
+    assert!(causal["events"]["labelled"].as_u64().unwrap() > 0);
+    assert!(
+        !causal["by_type"].as_object().unwrap().is_empty(),
+        "{causal}"
+    );
+    assert!(rep.join("roc.png").is_file() && rep.join("scores.csv").is_file());
+    let timelines = std::fs::read_dir(rep.join("timelines")).unwrap().count();
+    assert_eq!(timelines as u64, report["clips"].as_u64().unwrap());
 
     // Quantization-aware fine-tuning, then export with its ranges.
     ok(edge_cli()

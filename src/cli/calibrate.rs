@@ -1,18 +1,23 @@
 //! `edge-cli calibrate`: fit the causal frame score and the alert threshold on normal footage
-//! to an alerts-per-day budget, and store both in the bundle's `[calibration]`.
+//! to an alerts-per-day budget — per regime when asked — and store both in the bundle's
+//! `[calibration]`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::engine::{open_scorer, score_source, Backend, FrameStack};
+use crate::config::{mask_grid, SiteConfig};
+use crate::engine::{open_scorer, Backend, FrameStack};
 use crate::export::bundle::Bundle;
 use crate::frame::Units;
 use crate::model::config::Mode;
-use crate::score::causal::{CausalModel, CausalScorer};
-use crate::score::threshold::{fit_threshold, ThresholdFit};
-use crate::source::{label, open_source, tre, FrameSource, OpenOptions};
+use crate::score::calibration::{Calibration, FitSettings, NormalFrame};
+use crate::score::footage::score_terms;
+use crate::score::regime::{RegimeError, RegimeSpec};
+use crate::score::terms::TermsConfig;
+use crate::score::threshold::TailMethod;
+use crate::source::{open_source, replay_files, tre, FrameSource, OpenOptions};
 
 /// Arguments of `edge-cli calibrate`.
 #[derive(Debug, clap::Args)]
@@ -21,10 +26,11 @@ pub struct CalibrateArgs {
     #[arg(long)]
     pub bundle: PathBuf,
     /// Normal footage: a dataset (its `train/` clips; frames labelled anomalous are skipped),
-    /// a clip folder or one replay file. No anomalous examples are needed.
+    /// a folder of replay clips or one replay source. No anomalous examples are needed.
     #[arg(long)]
     pub source: PathBuf,
-    /// False-alarm budget: alerts per day the threshold should let through on normal footage.
+    /// False-alarm budget: alerts per day the threshold should let through on normal footage
+    /// (in each regime).
     #[arg(long, default_value_t = 2.0)]
     pub alerts_per_day: f64,
     /// Frames scored per second on the board (1 FPS by default), for the per-day rates.
@@ -33,6 +39,21 @@ pub struct CalibrateArgs {
     /// Exponential smoothing factor λ of the score (0: none).
     #[arg(long, default_value_t = 0.0)]
     pub smoothing: f64,
+    /// Regimes with their own statistics and threshold: none, day-night[:START-END[:±UTC_OFFSET]]
+    /// (by timestamp; e.g. day-night:6-20:+1), or temperature[:SPLIT_C] (by scene mean
+    /// temperature, radiometric cameras; without a split, the footage's median).
+    #[arg(long, default_value = "none")]
+    pub regimes: String,
+    /// Prediction-error term: PSNR of the worst PATCH×PATCH window (model-input pixels)
+    /// instead of the whole frame (0, MNAD).
+    #[arg(long, default_value_t = 0)]
+    pub patch: usize,
+    /// Remove the frame's mean prediction error before squaring (FFC/AGC level steps).
+    #[arg(long)]
+    pub offset_compensation: bool,
+    /// Site file whose masks are left out of the prediction error (see `edge-cli run`).
+    #[arg(long)]
+    pub site: Option<PathBuf>,
     /// Backend that scores the footage (use the one the board runs).
     #[arg(long, default_value = "tract-f32")]
     pub backend: Backend,
@@ -41,33 +62,8 @@ pub struct CalibrateArgs {
     pub threads: usize,
 }
 
-/// What `[calibration]` holds (version 1).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Calibration {
-    /// Table version.
-    pub version: u32,
-    /// Footage the calibration was fitted on.
-    pub source: String,
-    /// Backend that scored it.
-    pub backend: String,
-    /// Alerts per day asked for.
-    pub alerts_per_day: f64,
-    /// Frames per second the rates assume.
-    pub fps: f64,
-    /// The causal score's normal statistics, mix and smoothing.
-    pub score: CausalModel,
-    /// The alert threshold on that score.
-    pub threshold: ThresholdFit,
-}
-
-/// Per-clip (PSNR, feature distance) of the normal frames of `path`.
-fn score_footage(
-    path: &Path,
-    bundle: &Bundle,
-    a: &CalibrateArgs,
-) -> anyhow::Result<Vec<Vec<(f64, f64)>>> {
-    let mut scorer = open_scorer(bundle, a.backend, a.threads)?;
-    let mut stack = FrameStack::for_bundle(bundle)?;
+/// The normal-footage clips `path` names, ready to open.
+pub fn footage_sources(path: &Path) -> anyhow::Result<Vec<Box<dyn FrameSource>>> {
     let mut sources: Vec<Box<dyn FrameSource>> = Vec::new();
     if tre::looks_like_tre(path) {
         let ds = tre::open_dataset(path)?;
@@ -79,9 +75,30 @@ fn score_footage(
         for c in &clips {
             sources.push(Box::new(c.open(Units::Counts)?));
         }
+    } else if let Some(files) = replay_files(path)? {
+        for f in files {
+            sources.push(open_source(&f, &OpenOptions::default())?);
+        }
     } else {
         sources.push(open_source(path, &OpenOptions::default())?);
     }
+    if sources.is_empty() {
+        bail!("{}: no clips found", path.display());
+    }
+    Ok(sources)
+}
+
+/// The normal frames of every clip of `path`, scored.
+fn score_footage(
+    path: &Path,
+    bundle: &Bundle,
+    a: &CalibrateArgs,
+    terms: &TermsConfig,
+    masked: Option<&[bool]>,
+) -> anyhow::Result<Vec<Vec<NormalFrame>>> {
+    let mut scorer = open_scorer(bundle, a.backend, a.threads)?;
+    let mut stack = FrameStack::for_bundle(bundle)?;
+    let sources = footage_sources(path)?;
     let pb = ProgressBar::new(sources.len() as u64);
     pb.set_style(
         ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} clips ({eta})")
@@ -91,16 +108,21 @@ fn score_footage(
     pb.set_message("scoring");
     let mut clips = Vec::new();
     for mut src in sources {
-        stack.clear();
         let name = src.info().name.clone();
-        let mut terms = Vec::new();
-        score_source(scorer.as_mut(), &mut stack, src.as_mut(), None, |f| {
-            if f.label != Some(label::EVENT) {
-                terms.push((f64::from(f.psnr), f64::from(f.feature_distance)));
-            }
-        })
-        .with_context(|| format!("scoring {name}"))?;
-        clips.push(terms);
+        let frames = score_terms(scorer.as_mut(), &mut stack, src.as_mut(), terms, masked)
+            .with_context(|| format!("scoring {name}"))?;
+        clips.push(
+            frames
+                .iter()
+                .filter(|f| !f.anomalous)
+                .map(|f| NormalFrame {
+                    t_us: f.t_us,
+                    scene_c: f.scene_c,
+                    psnr: f.psnr,
+                    distance: f.distance,
+                })
+                .collect(),
+        );
         pb.inc(1);
     }
     pb.finish_and_clear();
@@ -113,76 +135,97 @@ pub fn run(a: &CalibrateArgs) -> anyhow::Result<()> {
         bail!("--fps must be a positive number");
     }
     let mut bundle = Bundle::open(&a.bundle).context("opening the bundle")?;
-    let clips = score_footage(&a.source, &bundle, a)?;
-    let psnr: Vec<f64> = clips.iter().flatten().map(|t| t.0).collect();
-    let dist: Vec<f64> = clips.iter().flatten().map(|t| t.1).collect();
-    let alpha = match bundle.config().mode {
+    let cfg = bundle.config().clone();
+    let site = a.site.as_deref().map(SiteConfig::load).transpose()?;
+    let masks = site.as_ref().map(|s| s.mask_polygons()).unwrap_or_default();
+    let grid = if masks.is_empty() {
+        None
+    } else {
+        Some(mask_grid(&masks, cfg.width, cfg.height)?)
+    };
+    let terms = TermsConfig {
+        patch: a.patch,
+        offset_compensation: a.offset_compensation,
+    };
+    let clips = score_footage(&a.source, &bundle, a, &terms, grid.as_deref())?;
+    let regimes = match RegimeSpec::parse_cli(&a.regimes) {
+        Ok(r) => r,
+        Err(RegimeError::SplitNeeded) => {
+            let temps: Vec<f64> = clips.iter().flatten().filter_map(|f| f.scene_c).collect();
+            let split = RegimeSpec::fit_temperature_split(&temps).with_context(|| {
+                format!(
+                    "--regimes temperature: {} has no scene temperatures (the camera must be radiometric)",
+                    a.source.display()
+                )
+            })?;
+            RegimeSpec::Temperature { split_c: split }
+        }
+        Err(e) => bail!("--regimes: {e}"),
+    };
+    let alpha = match cfg.mode {
         Mode::Prediction => 0.6,
         Mode::Reconstruction => 0.7,
     };
-    let model = CausalModel::fit(&psnr, &dist, alpha, a.smoothing)
-        .with_context(|| format!("fitting normal statistics on {}", a.source.display()))?;
-    let mut scores = Vec::with_capacity(psnr.len());
-    for clip in &clips {
-        let mut s = CausalScorer::new(model.clone());
-        scores.extend(clip.iter().map(|&(p, d)| s.push(p, d)));
-    }
-    let frames_per_day = 86_400.0 * a.fps;
-    let fit = fit_threshold(&scores, frames_per_day, a.alerts_per_day, 0)
-        .with_context(|| format!("fitting the threshold on {}", a.source.display()))?;
-    let cal = Calibration {
-        version: 1,
-        source: a.source.display().to_string(),
-        backend: a.backend.to_string(),
-        alerts_per_day: a.alerts_per_day,
-        fps: a.fps,
-        score: model.clone(),
-        threshold: fit.clone(),
-    };
-    let table = match toml::Value::try_from(&cal).context("encoding the calibration")? {
-        toml::Value::Table(t) => t,
-        _ => unreachable!("a struct encodes as a table"),
-    };
-    bundle.manifest_mut().calibration = Some(table);
+    let cal = Calibration::fit(
+        &clips,
+        &FitSettings {
+            source: a.source.display().to_string(),
+            backend: a.backend.to_string(),
+            alerts_per_day: a.alerts_per_day,
+            fps: a.fps,
+            alpha,
+            smoothing: a.smoothing,
+            terms,
+            masks,
+            regimes,
+        },
+    )
+    .with_context(|| format!("calibrating on {}", a.source.display()))?;
+    bundle.manifest_mut().calibration = Some(cal.to_table());
     bundle
         .save_manifest()
         .with_context(|| format!("writing {}", bundle.manifest_path().display()))?;
-    let hours = scores.len() as f64 / a.fps / 3600.0;
+    let n: usize = clips.iter().map(Vec::len).sum();
     println!(
         "calibrated {} on {} normal frames ({:.1} h at {} fps) from {} clips of {}",
         bundle.manifest().name,
-        scores.len(),
-        hours,
+        n,
+        n as f64 / a.fps / 3600.0,
         a.fps,
         clips.len(),
         a.source.display()
     );
     println!("  {:<26} {}", "backend", a.backend);
+    println!("  {:<26} {}", "prediction-error term", terms.describe());
+    if !cal.masks.is_empty() {
+        println!("  {:<26} {} polygons", "masks", cal.masks.len());
+    }
+    println!("  {:<26} {}", "regimes", cal.regimes);
     println!(
-        "  {:<26} median {:.3} dB, sigma {:.3} dB",
-        "PSNR (normal)", model.psnr.median, model.psnr.sigma
+        "  {:<8} {:>7} {:>10} {:>9} {:>11} {:>9} {:>10}  90 % interval (method)",
+        "regime", "frames", "PSNR med", "PSNR σ", "dist med", "threshold", "alerts/day",
     );
+    for f in &cal.fits {
+        println!(
+            "  {:<8} {:>7} {:>10.3} {:>9.3} {:>11.3e} {:>9.3} {:>10.2}  {:.2}–{:.2} ({})",
+            f.regime,
+            f.threshold.frames,
+            f.score.psnr.median,
+            f.score.psnr.sigma,
+            f.score.distance.median,
+            f.threshold.threshold,
+            f.threshold.expected_per_day,
+            f.threshold.interval_per_day[0],
+            f.threshold.interval_per_day[1],
+            match f.threshold.method {
+                TailMethod::Empirical => "empirical quantile",
+                TailMethod::Gpd => "generalized Pareto tail",
+            }
+        );
+    }
     println!(
-        "  {:<26} median {:.3e}, sigma {:.3e}",
-        "feature distance (normal)", model.distance.median, model.distance.sigma
-    );
-    println!("  {:<26} α {alpha}, smoothing {}", "score", model.smoothing);
-    println!(
-        "  {:<26} {:.3} ({})",
-        "threshold",
-        fit.threshold,
-        match fit.method {
-            crate::score::threshold::TailMethod::Empirical => "empirical quantile",
-            crate::score::threshold::TailMethod::Gpd => "generalized Pareto tail",
-        }
-    );
-    println!(
-        "  {:<26} {:.2} per day (90 % interval {:.2}–{:.2}; budget {})",
-        "expected false alarms",
-        fit.expected_per_day,
-        fit.interval_per_day[0],
-        fit.interval_per_day[1],
-        a.alerts_per_day
+        "  score α {alpha}, smoothing {}; budget {} alerts/day per regime",
+        a.smoothing, a.alerts_per_day
     );
     println!(
         "wrote [calibration] into {}",

@@ -1,6 +1,7 @@
 //! The `edge-cli` command line: parse, call the library, print. One file per subcommand.
 
 pub mod calibrate;
+pub mod eval;
 pub mod export;
 pub mod infer;
 pub mod info;
@@ -39,7 +40,7 @@ pub enum Command {
     /// Set alert thresholds from normal footage to a false-alarm budget.
     Calibrate(calibrate::CalibrateArgs),
     /// Measure detection on labelled clips.
-    Eval(NotYet),
+    Eval(eval::EvalArgs),
     /// Measure speed and memory of a bundle on this machine.
     Bench(NotYet),
     /// Write a simulated harbor dataset (Thermal Rare Event layout) with labelled anomalies.
@@ -85,6 +86,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Export(a) => export::run(&a),
         Command::Infer(a) => infer::run(&a),
         Command::Calibrate(a) => calibrate::run(&a),
+        Command::Eval(a) => eval::run(&a),
         _ => {
             eprintln!("edge-cli {name}: not yet available in this version of thermal-edge");
             return ExitCode::from(EXIT_USAGE);

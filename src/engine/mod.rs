@@ -519,6 +519,8 @@ pub struct FrameScore {
     pub feature_distance: f32,
     /// Ground-truth label when the source has labels.
     pub label: Option<i8>,
+    /// Mean scene temperature (°C) when the frame is radiometric, for temperature regimes.
+    pub scene_c: Option<f32>,
     /// Whether the memory was updated after this frame.
     pub updated: bool,
     /// Milliseconds spent preprocessing, scoring and updating this frame.
@@ -536,6 +538,16 @@ pub struct RunSummary {
     pub memory_updates: usize,
     /// Mean milliseconds per scored frame (preprocessing, scoring, update).
     pub mean_ms: f64,
+}
+
+/// Mean temperature of a radiometric frame in °C (None for other units).
+fn scene_celsius(frame: &ThermalFrame) -> Option<f32> {
+    if frame.meta.units != crate::frame::Units::Centikelvin || frame.pixels().is_empty() {
+        return None;
+    }
+    let sum: u64 = frame.pixels().iter().map(|&p| u64::from(p)).sum();
+    let mean_ck = sum as f64 / frame.pixels().len() as f64;
+    Some((mean_ck / 100.0 - 273.15) as f32)
 }
 
 /// Scores every frame of `source` once the stack is full, applies the memory update after each,
@@ -619,6 +631,7 @@ pub fn score_source_inspect(
             psnr: out.psnr,
             feature_distance: out.feature_distance,
             label,
+            scene_c: scene_celsius(&frame),
             updated,
             ms,
         });

@@ -1,13 +1,12 @@
 //! Training data: normal footage preprocessed once to the model's input size, cut into
 //! windows of t consecutive frames (t − 1 inputs and the frame to predict).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{Device, Result as CResult, Tensor};
 
 use super::config::{Mode, ModelConfig};
 use crate::frame::{Preprocessor, ThermalFrame};
-use crate::source::image_dir::natural_cmp;
 use crate::source::{label, open_source, tre, FrameSource, OpenOptions, SourceError};
 
 /// One run of consecutive frames, normalised to [−1, 1] at the model's size.
@@ -155,16 +154,7 @@ impl FrameSet {
                 let mut src = c.open(opts.units.unwrap_or(crate::frame::Units::Counts))?;
                 set.add_source(&mut src, &mut pre, min_len)?;
             }
-        } else if path.is_dir() && !has_images(path) {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|e| SourceError::io(path, e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    let n = p.to_string_lossy();
-                    n.ends_with(".cptv") || n.ends_with(".npy") || n.ends_with(".npy.xz")
-                })
-                .collect();
-            files.sort_by(|a, b| natural_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
+        } else if let Some(files) = crate::source::replay_files(path)? {
             for f in files {
                 let mut src = open_source(&f, opts)?;
                 set.add_source(src.as_mut(), &mut pre, min_len)?;
@@ -256,15 +246,6 @@ impl FrameSet {
             Tensor::from_vec(y, (b, cfg.channels, self.height, self.width), device)?,
         ))
     }
-}
-
-fn has_images(dir: &Path) -> bool {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .any(|e| crate::source::image_dir::is_image_file(&e.path()))
-        })
-        .unwrap_or(false)
 }
 
 #[cfg(test)]

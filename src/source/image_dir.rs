@@ -132,6 +132,7 @@ pub struct ImageDirSource {
     next: usize,
     labels: Option<Vec<i8>>,
     source: Arc<str>,
+    start_us: i64,
 }
 
 impl ImageDirSource {
@@ -173,6 +174,7 @@ impl ImageDirSource {
             next: 0,
             labels: None,
             source: Arc::from(name),
+            start_us: 0,
         })
     }
 
@@ -186,6 +188,13 @@ impl ImageDirSource {
         }
         self.labels = Some(labels);
         Ok(self)
+    }
+
+    /// Sets the capture time of the first frame (Unix µs; frames follow at the frame rate), for
+    /// clips whose recording time is known from elsewhere (e.g. their folder names).
+    pub fn with_start_us(mut self, start_us: i64) -> Self {
+        self.start_us = start_us;
+        self
     }
 
     /// The files in replay order.
@@ -229,7 +238,7 @@ impl FrameSource for ImageDirSource {
         let fps = self.info.fps.unwrap_or(1.0);
         frame.meta = FrameMeta {
             seq: index as u64,
-            timestamp_us: (index as f64 * 1e6 / f64::from(fps)).round() as i64,
+            timestamp_us: self.start_us + (index as f64 * 1e6 / f64::from(fps)).round() as i64,
             source: self.source.clone(),
             units,
             ..FrameMeta::default()

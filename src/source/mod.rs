@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use crate::frame::{FrameMeta, ThermalFrame, Units};
 
-pub use open::{open_source, OpenOptions};
+pub use open::{open_source, replay_files, OpenOptions};
 
 /// Why a source could not deliver a frame. Every variant names the file or device.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,6 @@
 //! Opening a replay or camera source from a path, choosing the reader by file type.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::cptv::CptvSource;
 use super::image_dir::{is_image_file, ImageDirSource};
@@ -105,6 +105,28 @@ pub fn open_source(path: &Path, opts: &OpenOptions) -> Result<Box<dyn FrameSourc
         }
         SourceKind::V4l2 => open_v4l2(path, opts)?,
     })
+}
+
+/// The replay clips a folder holds, when it is a folder of replay files (`.cptv`, `.npy`,
+/// `.npy.xz`) rather than a folder of images (one clip): sorted in natural order; None for a
+/// file or a folder of images.
+pub fn replay_files(path: &Path) -> Result<Option<Vec<PathBuf>>, SourceError> {
+    if !path.is_dir() {
+        return Ok(None);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(|e| SourceError::io(path, e))? {
+        let p = entry.map_err(|e| SourceError::io(path, e))?.path();
+        if is_image_file(&p) {
+            return Ok(None);
+        }
+        let n = p.to_string_lossy();
+        if n.ends_with(".cptv") || n.ends_with(".npy") || n.ends_with(".npy.xz") {
+            files.push(p);
+        }
+    }
+    files.sort_by(|a, b| super::image_dir::natural_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
+    Ok(Some(files))
 }
 
 #[cfg(feature = "v4l")]

@@ -67,16 +67,55 @@ impl TreClip {
         self.labels.iter().filter(|&&l| l == label::EVENT).count()
     }
 
-    /// Opens the clip as a frame source at 1 FPS with its labels (16-bit PNGs read as `units16`).
+    /// When the clip started, as Unix seconds (local time taken as UTC), if the folder names say:
+    /// a `YYYYMMDD` date folder and a clip name ending in `_HHMM`.
+    pub fn start_unix_s(&self) -> Option<i64> {
+        let d = self.date.as_bytes();
+        if d.len() != 8 || !d.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let num = |s: &str| s.parse::<i64>().ok();
+        let (y, m, day) = (
+            num(&self.date[..4])?,
+            num(&self.date[4..6])?,
+            num(&self.date[6..])?,
+        );
+        let hhmm = self.name.rsplit('_').next()?;
+        if hhmm.len() != 4 || !hhmm.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let (hh, mm) = (num(&hhmm[..2])?, num(&hhmm[2..])?);
+        if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 {
+            return None;
+        }
+        Some(days_from_civil(y, m, day) * 86_400 + hh * 3600 + mm * 60)
+    }
+
+    /// Opens the clip as a frame source at 1 FPS with its labels (16-bit PNGs read as `units16`),
+    /// timestamped from [`TreClip::start_unix_s`] when the names give it.
     pub fn open(&self, units16: Units) -> Result<ImageDirSource, SourceError> {
-        ImageDirSource::from_files(
+        let src = ImageDirSource::from_files(
             self.dir.display().to_string(),
             self.frames.clone(),
             units16,
             1.0,
         )?
-        .with_labels(self.labels.clone())
+        .with_labels(self.labels.clone())?;
+        Ok(match self.start_unix_s() {
+            Some(s) => src.with_start_us(s * 1_000_000),
+            None => src,
+        })
     }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// A dataset in the Thermal Rare Event layout.
@@ -278,9 +317,31 @@ mod tests {
             (i32::from(f[9].pixels()[0]) - 10).abs() <= 2,
             "frame order follows natural sort"
         );
+        // Frames are timestamped from the folder names: 2020-08-19 03:00 UTC = 1597806000 s.
+        assert_eq!(c.start_unix_s(), Some(1_597_806_000));
+        assert_eq!(f[0].meta.timestamp_us, 1_597_806_000_000_000);
+        assert_eq!(f[2].meta.timestamp_us, 1_597_806_002_000_000);
         // A split folder alone opens too.
         let only_test = open_dataset(&t.path().join("test")).unwrap();
         assert!(only_test.train.is_empty() && only_test.test.len() == 1);
+    }
+
+    #[test]
+    fn start_times_need_a_date_folder_and_an_hhmm_suffix() {
+        let mk = |date: &str, name: &str| TreClip {
+            split: Split::Test,
+            date: date.into(),
+            name: name.into(),
+            dir: PathBuf::new(),
+            frames: vec![],
+            labels: vec![],
+        };
+        assert_eq!(mk("19700101", "c_0000").start_unix_s(), Some(0));
+        assert_eq!(mk("20000301", "x_2359").start_unix_s(), Some(951_955_140));
+        assert_eq!(mk("2020081", "c_0100").start_unix_s(), None);
+        assert_eq!(mk("20200818", "clip").start_unix_s(), None);
+        assert_eq!(mk("20200818", "c_2460").start_unix_s(), None);
+        assert_eq!(mk("20201318", "c_0100").start_unix_s(), None);
     }
 
     #[test]

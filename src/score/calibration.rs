@@ -1,0 +1,413 @@
+//! What `edge-cli calibrate` stores in a bundle's `[calibration]` (version 2) and how the runtime
+//! and the evaluation use it: how the prediction-error term is pooled, the masks it was fitted
+//! with, the regimes, and per regime the causal score's normal statistics and the alert
+//! threshold. Sans-I/O: the caller reads and writes the bundle.
+
+use crate::score::causal::{CausalError, CausalModel};
+use crate::score::regime::{RegimeError, RegimeSpec};
+use crate::score::terms::TermsConfig;
+use crate::score::threshold::{fit_threshold, ThresholdError, ThresholdFit};
+use crate::score::zones::Polygon;
+
+/// The `[calibration]` table version this build writes and reads.
+pub const CALIBRATION_VERSION: u32 = 2;
+
+/// One regime's fitted score and threshold.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RegimeFit {
+    /// Regime name (`all`, `day`, `night`, `cold`, `warm`).
+    pub regime: String,
+    /// The causal score's normal statistics, mix and smoothing in this regime.
+    pub score: CausalModel,
+    /// The alert threshold on that score.
+    pub threshold: ThresholdFit,
+}
+
+/// The calibration of a bundle for a site.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Calibration {
+    /// Table version ([`CALIBRATION_VERSION`]).
+    pub version: u32,
+    /// Footage the calibration was fitted on.
+    pub source: String,
+    /// Backend that scored it.
+    pub backend: String,
+    /// Alerts per day asked for, in each regime.
+    pub alerts_per_day: f64,
+    /// Frames per second the rates assume.
+    pub fps: f64,
+    /// How the prediction-error term is pooled.
+    #[serde(default)]
+    pub terms: TermsConfig,
+    /// Masked areas (normalised polygons) left out of the prediction error.
+    #[serde(default)]
+    pub masks: Vec<Polygon>,
+    /// How frames are split into regimes.
+    #[serde(default)]
+    pub regimes: RegimeSpec,
+    /// One fit per regime, in the order of [`RegimeSpec::names`].
+    pub fits: Vec<RegimeFit>,
+}
+
+/// Why a calibration cannot be fitted, read or used.
+#[derive(Debug, thiserror::Error)]
+pub enum CalibrationError {
+    /// The table is of another version.
+    #[error("[calibration] version {0} is not supported (this build reads version {CALIBRATION_VERSION}); run edge-cli calibrate again")]
+    Version(u32),
+    /// The table does not decode.
+    #[error("[calibration]: {0}")]
+    Decode(String),
+    /// The fits do not match the regimes.
+    #[error("[calibration]: regimes {spec} need fits for {want:?}, found {found:?}")]
+    Fits {
+        /// The regimes.
+        spec: String,
+        /// Regime names expected.
+        want: Vec<String>,
+        /// Regime names found.
+        found: Vec<String>,
+    },
+    /// A frame's regime could not be determined.
+    #[error(transparent)]
+    Regime(#[from] RegimeError),
+    /// A regime had no usable footage.
+    #[error("regime {regime}: {source}")]
+    Causal {
+        /// Regime.
+        regime: String,
+        /// Cause.
+        #[source]
+        source: CausalError,
+    },
+    /// A regime's threshold could not be fitted.
+    #[error("regime {regime}: {source}")]
+    Threshold {
+        /// Regime.
+        regime: String,
+        /// Cause.
+        #[source]
+        source: ThresholdError,
+    },
+}
+
+/// One normal frame's score terms and what its regime depends on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NormalFrame {
+    /// Capture time, Unix µs.
+    pub t_us: i64,
+    /// Mean scene temperature, °C, when radiometric.
+    pub scene_c: Option<f64>,
+    /// Prediction-error term (PSNR, dB).
+    pub psnr: f64,
+    /// Feature distance.
+    pub distance: f64,
+}
+
+/// What [`Calibration::fit`] needs besides the footage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitSettings {
+    /// Footage name, for the record.
+    pub source: String,
+    /// Backend name, for the record.
+    pub backend: String,
+    /// Alerts per day per regime.
+    pub alerts_per_day: f64,
+    /// Frames per second on the board.
+    pub fps: f64,
+    /// PSNR weight α.
+    pub alpha: f64,
+    /// EMA smoothing λ.
+    pub smoothing: f64,
+    /// Prediction-error pooling.
+    pub terms: TermsConfig,
+    /// Masks.
+    pub masks: Vec<Polygon>,
+    /// Regimes.
+    pub regimes: RegimeSpec,
+}
+
+impl Calibration {
+    /// Fits every regime on normal footage given as clips of frames (the smoothing restarts
+    /// with each clip). Each regime needs enough frames of its own.
+    pub fn fit(clips: &[Vec<NormalFrame>], s: &FitSettings) -> Result<Self, CalibrationError> {
+        s.regimes.validate()?;
+        let names = s.regimes.names();
+        // Per regime, per clip: the frames in order (a clip may switch regime, e.g. at dusk).
+        let mut by_regime: Vec<Vec<Vec<NormalFrame>>> = vec![Vec::new(); names.len()];
+        for clip in clips {
+            let mut parts: Vec<Vec<NormalFrame>> = vec![Vec::new(); names.len()];
+            for f in clip {
+                let r = s.regimes.classify(f.t_us, f.scene_c)?;
+                let i = names
+                    .iter()
+                    .position(|n| *n == r)
+                    .expect("classify returns a listed name");
+                parts[i].push(*f);
+            }
+            for (i, p) in parts.into_iter().enumerate() {
+                if !p.is_empty() {
+                    by_regime[i].push(p);
+                }
+            }
+        }
+        let frames_per_day = 86_400.0 * s.fps;
+        let mut fits = Vec::new();
+        for (name, parts) in names.iter().zip(&by_regime) {
+            let psnr: Vec<f64> = parts.iter().flatten().map(|f| f.psnr).collect();
+            let dist: Vec<f64> = parts.iter().flatten().map(|f| f.distance).collect();
+            let score = CausalModel::fit(&psnr, &dist, s.alpha, s.smoothing).map_err(|source| {
+                CalibrationError::Causal {
+                    regime: name.to_string(),
+                    source,
+                }
+            })?;
+            let mut scores = Vec::with_capacity(psnr.len());
+            for p in parts {
+                let mut sc = crate::score::causal::CausalScorer::new(score.clone());
+                scores.extend(p.iter().map(|f| sc.push(f.psnr, f.distance)));
+            }
+            let threshold =
+                fit_threshold(&scores, frames_per_day, s.alerts_per_day, 0).map_err(|source| {
+                    CalibrationError::Threshold {
+                        regime: name.to_string(),
+                        source,
+                    }
+                })?;
+            fits.push(RegimeFit {
+                regime: name.to_string(),
+                score,
+                threshold,
+            });
+        }
+        Ok(Self {
+            version: CALIBRATION_VERSION,
+            source: s.source.clone(),
+            backend: s.backend.clone(),
+            alerts_per_day: s.alerts_per_day,
+            fps: s.fps,
+            terms: s.terms,
+            masks: s.masks.clone(),
+            regimes: s.regimes,
+            fits,
+        })
+    }
+
+    /// Reads and checks a bundle's `[calibration]` table.
+    pub fn from_table(t: &toml::Table) -> Result<Self, CalibrationError> {
+        let version = t.get("version").and_then(|v| v.as_integer()).unwrap_or(0);
+        if version != i64::from(CALIBRATION_VERSION) {
+            return Err(CalibrationError::Version(version.try_into().unwrap_or(0)));
+        }
+        let c: Calibration = toml::Value::Table(t.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| CalibrationError::Decode(e.to_string()))?;
+        c.regimes.validate()?;
+        let want: Vec<String> = c.regimes.names().iter().map(|s| s.to_string()).collect();
+        let found: Vec<String> = c.fits.iter().map(|f| f.regime.clone()).collect();
+        if want != found {
+            return Err(CalibrationError::Fits {
+                spec: c.regimes.to_string(),
+                want,
+                found,
+            });
+        }
+        Ok(c)
+    }
+
+    /// The table to store as `[calibration]`.
+    pub fn to_table(&self) -> toml::Table {
+        match toml::Value::try_from(self) {
+            Ok(toml::Value::Table(t)) => t,
+            // Every field is a plain number, string, table or array.
+            other => unreachable!("a calibration encodes as a table: {other:?}"),
+        }
+    }
+
+    /// The fit of the regime a frame falls in.
+    pub fn fit_for(&self, t_us: i64, scene_c: Option<f64>) -> Result<&RegimeFit, CalibrationError> {
+        let r = self.regimes.classify(t_us, scene_c)?;
+        Ok(self
+            .fits
+            .iter()
+            .find(|f| f.regime == r)
+            .expect("from_table checked a fit per regime"))
+    }
+}
+
+/// The causal score of a stream under a calibration: each frame standardised by its regime's
+/// statistics and expressed relative to that regime's threshold, so one alarm threshold serves
+/// every regime.
+#[derive(Debug, Clone)]
+pub struct RegimeScorer<'a> {
+    cal: &'a Calibration,
+    state: Option<f64>,
+}
+
+impl<'a> RegimeScorer<'a> {
+    /// A scorer at the start of a stream.
+    pub fn new(cal: &'a Calibration) -> Self {
+        Self { cal, state: None }
+    }
+
+    /// The alarm threshold of [`RegimeScorer::push`]'s scores: the threshold itself with one
+    /// regime (scores stay in robust σ), 0 with several (scores are margins over the regime's
+    /// threshold).
+    pub fn threshold(&self) -> f64 {
+        match self.cal.fits.as_slice() {
+            [only] => only.threshold.threshold,
+            _ => 0.0,
+        }
+    }
+
+    /// The smoothed score of the next frame and its regime.
+    pub fn push(
+        &mut self,
+        t_us: i64,
+        scene_c: Option<f64>,
+        psnr: f64,
+        distance: f64,
+    ) -> Result<(f64, &'a str), CalibrationError> {
+        let fit = self.cal.fit_for(t_us, scene_c)?;
+        let offset = if self.cal.fits.len() == 1 {
+            0.0
+        } else {
+            fit.threshold.threshold
+        };
+        let x = fit.score.raw(psnr, distance) - offset;
+        let lambda = fit.score.smoothing;
+        let s = match self.state {
+            Some(prev) => lambda * prev + (1.0 - lambda) * x,
+            None => x,
+        };
+        self.state = Some(s);
+        Ok((s, fit.regime.as_str()))
+    }
+
+    /// Forgets the smoothing state (a new clip, or a gap in the stream).
+    pub fn reset(&mut self) {
+        self.state = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    const HOUR_US: i64 = 3_600_000_000;
+
+    /// Day frames around 36 dB, night frames around 30 dB, one clip per hour of a day.
+    fn footage(rng: &mut Rng) -> Vec<Vec<NormalFrame>> {
+        (0..24)
+            .map(|h| {
+                (0..120)
+                    .map(|i| {
+                        let day = (7..19).contains(&h);
+                        NormalFrame {
+                            t_us: h * HOUR_US + i * 1_000_000,
+                            scene_c: Some(if day { 18.0 } else { 8.0 }),
+                            psnr: if day { 36.0 } else { 30.0 } + rng.normal() * 0.5,
+                            distance: 1e-5 * (1.0 + 0.1 * rng.normal()),
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn settings(regimes: RegimeSpec) -> FitSettings {
+        FitSettings {
+            source: "sim".into(),
+            backend: "tract-f32".into(),
+            alerts_per_day: 2.0,
+            fps: 1.0,
+            alpha: 0.6,
+            smoothing: 0.0,
+            terms: TermsConfig::default(),
+            masks: vec![],
+            regimes,
+        }
+    }
+
+    #[test]
+    fn day_night_regimes_fit_their_own_statistics_and_round_trip() {
+        let mut rng = Rng::new(5);
+        let clips = footage(&mut rng);
+        let spec = RegimeSpec::parse_cli("day-night").unwrap();
+        let cal = Calibration::fit(&clips, &settings(spec)).unwrap();
+        assert_eq!(cal.fits.len(), 2);
+        let day = &cal.fits[0];
+        let night = &cal.fits[1];
+        assert_eq!(
+            (day.regime.as_str(), night.regime.as_str()),
+            ("day", "night")
+        );
+        assert!((day.score.psnr.median - 36.0).abs() < 0.1);
+        assert!((night.score.psnr.median - 30.0).abs() < 0.1);
+        // A 31 dB frame is normal at night and far out by day.
+        let mut s = RegimeScorer::new(&cal);
+        let (at_night, r) = s.push(2 * HOUR_US, None, 31.0, 1e-5).unwrap();
+        assert_eq!(r, "night");
+        s.reset();
+        let (by_day, r) = s.push(12 * HOUR_US, None, 31.0, 1e-5).unwrap();
+        assert_eq!(r, "day");
+        assert!(
+            at_night < s.threshold() && by_day > s.threshold(),
+            "{at_night} {by_day}"
+        );
+
+        let back = Calibration::from_table(&cal.to_table()).unwrap();
+        assert_eq!(back, cal);
+    }
+
+    #[test]
+    fn one_regime_keeps_scores_in_sigmas() {
+        let mut rng = Rng::new(6);
+        let clips = footage(&mut rng);
+        let cal = Calibration::fit(&clips, &settings(RegimeSpec::None)).unwrap();
+        let s = RegimeScorer::new(&cal);
+        assert_eq!(s.threshold(), cal.fits[0].threshold.threshold);
+        assert!(s.threshold() > 1.0);
+    }
+
+    #[test]
+    fn bad_tables_are_named_errors() {
+        let mut rng = Rng::new(7);
+        let cal = Calibration::fit(&footage(&mut rng), &settings(RegimeSpec::None)).unwrap();
+        let mut t = cal.to_table();
+        t.insert("version".into(), toml::Value::Integer(1));
+        let e = Calibration::from_table(&t).unwrap_err().to_string();
+        assert!(
+            e.contains("version 1") && e.contains("calibrate again"),
+            "{e}"
+        );
+        let mut t = cal.to_table();
+        t.insert(
+            "regimes".into(),
+            toml::Value::try_from(RegimeSpec::parse_cli("day-night").unwrap()).unwrap(),
+        );
+        let e = Calibration::from_table(&t).unwrap_err().to_string();
+        assert!(e.contains("day") && e.contains("all"), "{e}");
+        let mut t = cal.to_table();
+        t.remove("fits");
+        assert!(matches!(
+            Calibration::from_table(&t),
+            Err(CalibrationError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn a_regime_without_footage_is_named() {
+        let mut rng = Rng::new(8);
+        let mut clips = footage(&mut rng);
+        clips.retain(|c| c[0].t_us >= 7 * HOUR_US && c[0].t_us < 19 * HOUR_US);
+        let e = Calibration::fit(
+            &clips,
+            &settings(RegimeSpec::parse_cli("day-night").unwrap()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("regime night"), "{e}");
+    }
+}
