@@ -172,6 +172,54 @@ fn export_writes_a_verified_bundle_with_int8_and_parity_and_uses_qat_ranges() {
     let timelines = std::fs::read_dir(rep.join("timelines")).unwrap().count();
     assert_eq!(timelines as u64, report["clips"].as_u64().unwrap());
 
+    // The false-alarm budget holds on fresh normal footage: calibrate on normal-only footage
+    // (seed 11), count threshold exceedances on other normal footage (seed 12); the rate per
+    // day lies within the calibration's reported 90 % interval.
+    for (seed, name) in [("11", "normal-a"), ("12", "normal-b")] {
+        ok(edge_cli()
+            .args(["simulate", "--train-clips", "16", "--test-clips", "0"])
+            .args([
+                "--frames", "60", "--width", "64", "--height", "48", "--seed", seed,
+            ])
+            .arg("--out")
+            .arg(dir.join(name)));
+    }
+    ok(edge_cli()
+        .args(["calibrate", "--alerts-per-day", "2000", "--bundle"])
+        .arg(dir.join("bundle"))
+        .arg("--source")
+        .arg(dir.join("normal-a")));
+    let b = Bundle::open(&dir.join("bundle")).unwrap();
+    let cal = b.manifest().calibration.clone().unwrap();
+    let fit = &cal["fits"].as_array().unwrap()[0]["threshold"];
+    let interval: Vec<f64> = fit["interval_per_day"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_float().unwrap())
+        .collect();
+    let rep = dir.join("report-normal");
+    ok(edge_cli()
+        .args(["eval", "--protocol", "causal", "--no-plots", "--bundle"])
+        .arg(dir.join("bundle"))
+        .arg("--data")
+        .arg(dir.join("normal-b"))
+        .arg("--out")
+        .arg(&rep));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rep.join("report.json")).unwrap()).unwrap();
+    let events = &report["protocols"][0]["events"];
+    assert_eq!(events["labelled"].as_u64(), Some(0));
+    let per_day = events["frame_fpr"].as_f64().unwrap() * 86_400.0;
+    eprintln!("fresh normal footage: {per_day:.0} exceedances/day; calibration 90 % interval {interval:?} (budget 2000)");
+    assert!(
+        interval[0] <= per_day && per_day <= interval[1],
+        "fresh normal footage: {per_day:.0} exceedances/day, calibration interval {interval:?} (budget 2000)"
+    );
+    // Alarms are runs of exceedances: never more of them than exceeding frames.
+    let frames = report["frames"].as_f64().unwrap();
+    assert!(events["alarms"].as_f64().unwrap() <= events["frame_fpr"].as_f64().unwrap() * frames);
+
     // Quantization-aware fine-tuning, then export with its ranges.
     ok(edge_cli()
         .args([

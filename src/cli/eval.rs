@@ -134,12 +134,21 @@ fn clip_jobs(path: &Path) -> anyhow::Result<Vec<ClipJob>> {
     let mut jobs = Vec::new();
     if tre::looks_like_tre(path) {
         let ds = tre::open_dataset(path)?;
-        if ds.test.is_empty() {
-            bail!("{}: no labelled test/ clips to evaluate", path.display());
-        }
+        // Without test clips, the (all-normal) training clips: false alarms on normal footage.
+        let clips = if !ds.test.is_empty() {
+            ds.test
+        } else if !ds.train.is_empty() {
+            log::info!(
+                "{}: no test/ clips; evaluating the normal train/ clips (false alarms only)",
+                path.display()
+            );
+            ds.train
+        } else {
+            bail!("{}: no clips to evaluate", path.display());
+        };
         let typed = manifest_events(&ds.root)?;
-        for c in ds.test {
-            let key = format!("test/{}/{}", c.date, c.name);
+        for c in clips {
+            let key = format!("{}/{}/{}", c.split.dir_name(), c.date, c.name);
             let events = typed.get(&key).cloned();
             let name = c.id();
             jobs.push(ClipJob {

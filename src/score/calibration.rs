@@ -6,7 +6,7 @@
 use crate::score::causal::{CausalError, CausalModel};
 use crate::score::regime::{RegimeError, RegimeSpec};
 use crate::score::terms::TermsConfig;
-use crate::score::threshold::{fit_threshold, ThresholdError, ThresholdFit};
+use crate::score::threshold::{fit_threshold_clips, ThresholdError, ThresholdFit};
 use crate::score::zones::Polygon;
 
 /// The `[calibration]` table version this build writes and reads.
@@ -162,17 +162,18 @@ impl Calibration {
                     source,
                 }
             })?;
-            let mut scores = Vec::with_capacity(psnr.len());
-            for p in parts {
-                let mut sc = crate::score::causal::CausalScorer::new(score.clone());
-                scores.extend(p.iter().map(|f| sc.push(f.psnr, f.distance)));
-            }
-            let threshold =
-                fit_threshold(&scores, frames_per_day, s.alerts_per_day, 0).map_err(|source| {
-                    CalibrationError::Threshold {
-                        regime: name.to_string(),
-                        source,
-                    }
+            let scores: Vec<Vec<f64>> = parts
+                .iter()
+                .map(|p| {
+                    let mut sc = crate::score::causal::CausalScorer::new(score.clone());
+                    p.iter().map(|f| sc.push(f.psnr, f.distance)).collect()
+                })
+                .collect();
+            let refs: Vec<&[f64]> = scores.iter().map(Vec::as_slice).collect();
+            let threshold = fit_threshold_clips(&refs, frames_per_day, s.alerts_per_day, 0)
+                .map_err(|source| CalibrationError::Threshold {
+                    regime: name.to_string(),
+                    source,
                 })?;
             fits.push(RegimeFit {
                 regime: name.to_string(),

@@ -124,11 +124,29 @@ fn exceedance_rate(sorted: &[f64], t: f64, method: TailMethod) -> f64 {
     }
 }
 
+/// Frames per bootstrap block: consecutive frames of one clip are not independent (the
+/// weather, the light and a passing boat last minutes), so the interval resamples blocks of up
+/// to 10 minutes at 1 fps, never single frames.
+const BLOCK_FRAMES: usize = 600;
+
 /// Fits the threshold whose expected frame exceedances match `alerts_per_day` for footage of
-/// `frames_per_day` frames (86 400 at 1 fps). Needs no anomalous examples. `seed` makes the
-/// bootstrap interval repeatable.
+/// `frames_per_day` frames (86 400 at 1 fps), on one stream of normal scores. Needs no
+/// anomalous examples. `seed` makes the bootstrap interval repeatable.
 pub fn fit_threshold(
     scores: &[f64],
+    frames_per_day: f64,
+    alerts_per_day: f64,
+    seed: u64,
+) -> Result<ThresholdFit, ThresholdError> {
+    fit_threshold_clips(&[scores], frames_per_day, alerts_per_day, seed)
+}
+
+/// [`fit_threshold`] on several clips of normal scores: the threshold from all frames, the 90 %
+/// interval from a block bootstrap (each clip cut into blocks of at most 10 minutes at 1 fps;
+/// blocks are resampled whole, so a clip whose conditions raise every score counts as one
+/// draw, not as many independent frames).
+pub fn fit_threshold_clips(
+    clips: &[&[f64]],
     frames_per_day: f64,
     alerts_per_day: f64,
     seed: u64,
@@ -138,7 +156,18 @@ pub fn fit_threshold(
             "the alert budget ({alerts_per_day}/day) must be positive and below the frame rate ({frames_per_day}/day)"
         )));
     }
-    let mut sorted: Vec<f64> = scores.iter().copied().filter(|s| s.is_finite()).collect();
+    let blocks: Vec<Vec<f64>> = clips
+        .iter()
+        .flat_map(|c| c.chunks(BLOCK_FRAMES))
+        .map(|b| {
+            b.iter()
+                .copied()
+                .filter(|s| s.is_finite())
+                .collect::<Vec<f64>>()
+        })
+        .filter(|b| !b.is_empty())
+        .collect();
+    let mut sorted: Vec<f64> = blocks.iter().flatten().copied().collect();
     if sorted.len() < 50 {
         return Err(ThresholdError::TooFew(sorted.len()));
     }
@@ -150,14 +179,19 @@ pub fn fit_threshold(
         _ => (TailMethod::Empirical, empirical_quantile(&sorted, 1.0 - p)),
     };
     let expected = exceedance_rate(&sorted, threshold, method) * frames_per_day;
-    // Bootstrap: resample the frames, re-estimate the exceedance rate at the threshold.
+    // Block bootstrap: resample the blocks, re-estimate the exceedance rate at the threshold.
     let mut rng = Rng::new(seed);
+    let nb = blocks.len() as u64;
     let mut rates: Vec<f64> = (0..200)
         .map(|_| {
-            let mut s: Vec<f64> = (0..n)
-                .map(|_| sorted[(rng.next_u64() % n as u64) as usize])
-                .collect();
+            let mut s: Vec<f64> = Vec::with_capacity(n);
+            for _ in 0..nb {
+                s.extend_from_slice(&blocks[(rng.next_u64() % nb) as usize]);
+            }
             s.sort_by(f64::total_cmp);
+            if s.len() < 50 {
+                return expected;
+            }
             exceedance_rate(&s, threshold, method) * frames_per_day
         })
         .collect();
@@ -213,6 +247,35 @@ mod tests {
             f.interval_per_day[0] <= per_day && per_day <= f.interval_per_day[1],
             "{per_day}/day outside {:?}",
             f.interval_per_day
+        );
+    }
+
+    #[test]
+    fn the_interval_resamples_clips_not_frames() {
+        // 20 clips of 120 frames; in 2 of them (a windy night, say) every score runs 3 higher.
+        // Frame-level resampling would treat their 240 frames as independent evidence; with
+        // whole clips resampled, drawing neither of them is plausible and the interval reaches
+        // far lower.
+        let clips: Vec<Vec<f64>> = (0..20)
+            .map(|i| {
+                let shift = if i < 2 { 3.0 } else { 0.0 };
+                exponential(120, 100 + i)
+                    .into_iter()
+                    .map(|v| v + shift)
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[f64]> = clips.iter().map(Vec::as_slice).collect();
+        let by_clip = fit_threshold_clips(&refs, 86_400.0, 1_728.0, 5).unwrap();
+        // Every frame its own block: the frame-level bootstrap.
+        let all: Vec<f64> = clips.concat();
+        let frames: Vec<&[f64]> = all.iter().map(std::slice::from_ref).collect();
+        let pooled = fit_threshold_clips(&frames, 86_400.0, 1_728.0, 5).unwrap();
+        assert_eq!(by_clip.threshold, pooled.threshold);
+        let width = |f: &ThresholdFit| f.interval_per_day[1] - f.interval_per_day[0];
+        assert!(
+            width(&by_clip) > 1.5 * width(&pooled),
+            "{by_clip:?} vs {pooled:?}"
         );
     }
 
