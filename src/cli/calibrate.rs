@@ -36,6 +36,10 @@ pub struct CalibrateArgs {
     /// Frames scored per second on the board (1 FPS by default), for the per-day rates.
     #[arg(long, default_value_t = 1.0)]
     pub fps: f64,
+    /// Weight α of the PSNR term against the feature distance (default: MNAD's 0.6 for
+    /// prediction, 0.7 for reconstruction models).
+    #[arg(long)]
+    pub alpha: Option<f64>,
     /// Exponential smoothing factor λ of the score (0: none).
     #[arg(long, default_value_t = 0.0)]
     pub smoothing: f64,
@@ -162,10 +166,10 @@ pub fn run(a: &CalibrateArgs) -> anyhow::Result<()> {
         }
         Err(e) => bail!("--regimes: {e}"),
     };
-    let alpha = match cfg.mode {
+    let alpha = a.alpha.unwrap_or(match cfg.mode {
         Mode::Prediction => 0.6,
         Mode::Reconstruction => 0.7,
-    };
+    });
     let cal = Calibration::fit(
         &clips,
         &FitSettings {

@@ -16,7 +16,8 @@ use crate::export::bundle::Bundle;
 use crate::frame::Units;
 use crate::model::config::Mode;
 use crate::report::plots::{roc_png, timeline_png, RocCurve, Timeline};
-use crate::score::calibration::{Calibration, RegimeScorer};
+use crate::score::calibration::{Calibration, RegimeDrift, RegimeScorer};
+use crate::score::drift::DriftConfig;
 use crate::score::evaluate::{
     causal_scores, evaluate, label_runs, paper_scores, AlarmSettings, LabelledEvent, Protocol,
     ProtocolReport, ScoredClip,
@@ -325,6 +326,22 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
         ));
     }
 
+    // Drift: does the evaluated footage's normal part look like the calibration footage?
+    let drift = match &calibration {
+        Some(cal) => {
+            let mut d = RegimeDrift::new(cal, &DriftConfig::default())
+                .context("setting up the drift monitor")?;
+            for c in &clips {
+                d.reset();
+                for f in &c.frames {
+                    d.push(f.t_us, f.scene_c, f.psnr, f.distance, f.anomalous)?;
+                }
+            }
+            d.statuses()
+        }
+        None => Vec::new(),
+    };
+
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     // scores.csv: one row per scored frame, every protocol's score.
     let mut csv = String::from("clip,frame,t_us,label,psnr,feature_distance");
@@ -367,6 +384,7 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
             "terms": c.terms.describe(), "masks": c.masks.len(), "regimes": c.regimes.to_string(),
             "fits": c.fits,
         })),
+        "drift": drift.iter().map(|(r, s)| serde_json::json!({"regime": r, "status": s})).collect::<Vec<_>>(),
         "protocols": reports.iter().map(|(r, _)| r).collect::<Vec<_>>(),
     });
     let json_path = a.out.join("report.json");
@@ -498,6 +516,12 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
                 );
             }
         }
+    }
+    for (r, s) in &drift {
+        println!(
+            "  drift ({r}): {} after {} normal frames — {}",
+            s.state, s.frames, s.reason
+        );
     }
     println!("wrote {}", a.out.display());
     Ok(())

@@ -4,6 +4,7 @@
 //! threshold. Sans-I/O: the caller reads and writes the bundle.
 
 use crate::score::causal::{CausalError, CausalModel};
+use crate::score::drift::{DriftConfig, DriftError, DriftMonitor, DriftStatus};
 use crate::score::regime::{RegimeError, RegimeSpec};
 use crate::score::terms::TermsConfig;
 use crate::score::threshold::{fit_threshold_clips, ThresholdError, ThresholdFit};
@@ -236,6 +237,71 @@ impl Calibration {
     }
 }
 
+/// Drift monitors of a calibration, one per regime: does the footage a board sees still look
+/// like the normal footage each regime was calibrated on?
+#[derive(Debug, Clone)]
+pub struct RegimeDrift<'a> {
+    cal: &'a Calibration,
+    monitors: Vec<DriftMonitor>,
+    last: Vec<Option<DriftStatus>>,
+}
+
+impl<'a> RegimeDrift<'a> {
+    /// Monitors with `cfg` for every regime of `cal`.
+    pub fn new(cal: &'a Calibration, cfg: &DriftConfig) -> Result<Self, DriftError> {
+        let frames_per_day = 86_400.0 * cal.fps;
+        let monitors = cal
+            .fits
+            .iter()
+            .map(|f| {
+                // A threshold no normal frame reaches still has a tiny expected rate.
+                let rate = (f.threshold.expected_per_day / frames_per_day).clamp(1e-9, 0.5);
+                DriftMonitor::new(cfg.clone(), f.score.clone(), f.threshold.threshold, rate)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            cal,
+            last: vec![None; monitors.len()],
+            monitors,
+        })
+    }
+
+    /// Feeds one frame to its regime's monitor; returns that regime's status.
+    pub fn push(
+        &mut self,
+        t_us: i64,
+        scene_c: Option<f64>,
+        psnr: f64,
+        distance: f64,
+        in_event: bool,
+    ) -> Result<&DriftStatus, CalibrationError> {
+        let r = self.cal.regimes.classify(t_us, scene_c)?;
+        let i = self
+            .cal
+            .fits
+            .iter()
+            .position(|f| f.regime == r)
+            .expect("from_table checked a fit per regime");
+        let status = self.monitors[i].push(psnr, distance, in_event);
+        Ok(self.last[i].insert(status))
+    }
+
+    /// Forgets the smoothing state (a new clip, a gap in the stream); the windows are kept.
+    pub fn reset(&mut self) {
+        self.monitors.iter_mut().for_each(DriftMonitor::reset);
+    }
+
+    /// The latest status of each regime that has seen a frame, by regime name.
+    pub fn statuses(&self) -> Vec<(String, DriftStatus)> {
+        self.cal
+            .fits
+            .iter()
+            .zip(&self.last)
+            .filter_map(|(f, s)| s.clone().map(|s| (f.regime.clone(), s)))
+            .collect()
+    }
+}
+
 /// The causal score of a stream under a calibration: each frame standardised by its regime's
 /// statistics and expressed relative to that regime's threshold, so one alarm threshold serves
 /// every regime.
@@ -370,6 +436,39 @@ mod tests {
         let s = RegimeScorer::new(&cal);
         assert_eq!(s.threshold(), cal.fits[0].threshold.threshold);
         assert!(s.threshold() > 1.0);
+    }
+
+    #[test]
+    fn drift_is_watched_per_regime() {
+        let mut rng = Rng::new(9);
+        let clips = footage(&mut rng);
+        let spec = RegimeSpec::parse_cli("day-night").unwrap();
+        let cal = Calibration::fit(&clips, &settings(spec)).unwrap();
+        let cfg = DriftConfig {
+            window: 400,
+            min_frames: 200,
+            ..DriftConfig::default()
+        };
+        let mut d = RegimeDrift::new(&cal, &cfg).unwrap();
+        // Nights as calibrated; days 3 dB worse (a fogged lens in the sun, say).
+        for i in 0..600 {
+            let t = 2 * HOUR_US + i * 1_000_000;
+            d.push(t, None, 30.0 + rng.normal() * 0.5, 1e-5, false)
+                .unwrap();
+            let t = 12 * HOUR_US + i * 1_000_000;
+            d.push(t, None, 33.0 + rng.normal() * 0.5, 1e-5, false)
+                .unwrap();
+        }
+        let s = d.statuses();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].0, "day");
+        assert_eq!(s[0].1.state, crate::score::drift::DriftState::Recalibrate);
+        assert_eq!(
+            s[1].1.state,
+            crate::score::drift::DriftState::Ok,
+            "{:?}",
+            s[1]
+        );
     }
 
     #[test]
