@@ -206,18 +206,19 @@ pub fn run(a: &CalibrateArgs) -> anyhow::Result<()> {
     }
     println!("  {:<26} {}", "regimes", cal.regimes);
     println!(
-        "  {:<8} {:>7} {:>10} {:>9} {:>11} {:>9} {:>10}  90 % interval (method)",
-        "regime", "frames", "PSNR med", "PSNR σ", "dist med", "threshold", "alerts/day",
+        "  {:<8} {:>7} {:>10} {:>9} {:>11} {:>9} {:>5} {:>10}  90 % interval (method)",
+        "regime", "frames", "PSNR med", "PSNR σ", "dist med", "threshold", "θ", "alerts/day",
     );
     for f in &cal.fits {
         println!(
-            "  {:<8} {:>7} {:>10.3} {:>9.3} {:>11.3e} {:>9.3} {:>10.2}  {:.2}–{:.2} ({})",
+            "  {:<8} {:>7} {:>10.3} {:>9.3} {:>11.3e} {:>9.3} {:>5.2} {:>10.2}  {:.2}–{:.2} ({})",
             f.regime,
             f.threshold.frames,
             f.score.psnr.median,
             f.score.psnr.sigma,
             f.score.distance.median,
             f.threshold.threshold,
+            f.threshold.extremal_index,
             f.threshold.expected_per_day,
             f.threshold.interval_per_day[0],
             f.threshold.interval_per_day[1],
@@ -228,9 +229,10 @@ pub fn run(a: &CalibrateArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "  score α {alpha}, smoothing {}; budget {} alerts/day per regime",
+        "  score α {alpha}, smoothing {}; budget {} alerts/day per regime (an alert is a run of",
         a.smoothing, a.alerts_per_day
     );
+    println!("  exceeding frames; θ: runs per exceeding frame on this footage)");
     println!(
         "wrote [calibration] into {}",
         bundle.manifest_path().display()

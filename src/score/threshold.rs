@@ -26,12 +26,21 @@ pub struct ThresholdFit {
     pub threshold: f64,
     /// How it was found.
     pub method: TailMethod,
-    /// Alerts per day the fit expects at the threshold (frame exceedances per day).
+    /// Alerts per day the fit expects at the threshold: runs of consecutive exceeding frames
+    /// per day (one alert per run), i.e. frame exceedances per day times the extremal index.
     pub expected_per_day: f64,
     /// 90 % bootstrap interval of the expected alerts per day.
     pub interval_per_day: [f64; 2],
+    /// Runs per exceeding frame (the extremal index θ ≤ 1) on the calibration footage, measured
+    /// at its 95th percentile: scores stay high for a while, so 1/θ frames make one alert.
+    #[serde(default = "one")]
+    pub extremal_index: f64,
     /// Normal frames the fit used.
     pub frames: usize,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// Why no threshold could be fitted.
@@ -124,12 +133,28 @@ fn exceedance_rate(sorted: &[f64], t: f64, method: TailMethod) -> f64 {
     }
 }
 
+/// Frames at or above `u` in `scores`, and the runs of consecutive such frames they form.
+fn runs(scores: &[f64], u: f64) -> (usize, usize) {
+    let (mut frames, mut runs, mut inside) = (0, 0, false);
+    for &s in scores {
+        let above = s >= u;
+        if above {
+            frames += 1;
+            if !inside {
+                runs += 1;
+            }
+        }
+        inside = above;
+    }
+    (frames, runs)
+}
+
 /// Frames per bootstrap block: consecutive frames of one clip are not independent (the
 /// weather, the light and a passing boat last minutes), so the interval resamples blocks of up
 /// to 10 minutes at 1 fps, never single frames.
 const BLOCK_FRAMES: usize = 600;
 
-/// Fits the threshold whose expected frame exceedances match `alerts_per_day` for footage of
+/// Fits the threshold whose expected alerts (runs of exceeding frames) match `alerts_per_day` for footage of
 /// `frames_per_day` frames (86 400 at 1 fps), on one stream of normal scores. Needs no
 /// anomalous examples. `seed` makes the bootstrap interval repeatable.
 pub fn fit_threshold(
@@ -173,26 +198,46 @@ pub fn fit_threshold_clips(
     }
     sorted.sort_by(f64::total_cmp);
     let n = sorted.len();
-    let p = alerts_per_day / frames_per_day;
+    // Exceedances cluster: per block, frames at or above the 95th percentile and the runs they
+    // form. An alert is one run, so the frame budget is the alert budget over θ = runs/frames.
+    let u = empirical_quantile(&sorted, 0.95);
+    let runs_at_u: Vec<(usize, usize)> = blocks.iter().map(|b| runs(b, u)).collect();
+    let theta = |idx: &mut dyn Iterator<Item = usize>| {
+        let (mut e, mut r) = (0usize, 0usize);
+        for i in idx {
+            e += runs_at_u[i].0;
+            r += runs_at_u[i].1;
+        }
+        if e == 0 {
+            1.0
+        } else {
+            r as f64 / e as f64
+        }
+    };
+    let extremal_index = theta(&mut (0..blocks.len()));
+    let p = (alerts_per_day / (frames_per_day * extremal_index)).min(0.5);
     let (method, threshold) = match Tail::fit(&sorted) {
         Some(tail) if p * (n as f64) < MIN_EXCEEDANCES => (TailMethod::Gpd, tail.quantile(p)),
         _ => (TailMethod::Empirical, empirical_quantile(&sorted, 1.0 - p)),
     };
-    let expected = exceedance_rate(&sorted, threshold, method) * frames_per_day;
-    // Block bootstrap: resample the blocks, re-estimate the exceedance rate at the threshold.
+    let expected = exceedance_rate(&sorted, threshold, method) * frames_per_day * extremal_index;
+    // Block bootstrap: resample the blocks, re-estimate the exceedance rate at the threshold
+    // and the extremal index.
     let mut rng = Rng::new(seed);
     let nb = blocks.len() as u64;
     let mut rates: Vec<f64> = (0..200)
         .map(|_| {
+            let pick: Vec<usize> = (0..nb).map(|_| (rng.next_u64() % nb) as usize).collect();
             let mut s: Vec<f64> = Vec::with_capacity(n);
-            for _ in 0..nb {
-                s.extend_from_slice(&blocks[(rng.next_u64() % nb) as usize]);
+            for &i in &pick {
+                s.extend_from_slice(&blocks[i]);
             }
             s.sort_by(f64::total_cmp);
             if s.len() < 50 {
                 return expected;
             }
-            exceedance_rate(&s, threshold, method) * frames_per_day
+            let th = theta(&mut pick.iter().copied());
+            exceedance_rate(&s, threshold, method) * frames_per_day * th
         })
         .collect();
     rates.sort_by(f64::total_cmp);
@@ -201,6 +246,7 @@ pub fn fit_threshold_clips(
         method,
         expected_per_day: expected,
         interval_per_day: [rates[10], rates[189]],
+        extremal_index,
         frames: n,
     })
 }
@@ -241,7 +287,7 @@ mod tests {
         // Fresh normal footage (5 days): exceedances per day at the threshold fall inside the
         // reported interval.
         let fresh = exponential(432_000, 99);
-        let per_day = fresh.iter().filter(|&&v| v >= f.threshold).count() as f64 / 5.0;
+        let per_day = runs(&fresh, f.threshold).1 as f64 / 5.0;
         eprintln!("fresh normal footage: {per_day} alerts/day");
         assert!(
             f.interval_per_day[0] <= per_day && per_day <= f.interval_per_day[1],
@@ -271,12 +317,30 @@ mod tests {
         let all: Vec<f64> = clips.concat();
         let frames: Vec<&[f64]> = all.iter().map(std::slice::from_ref).collect();
         let pooled = fit_threshold_clips(&frames, 86_400.0, 1_728.0, 5).unwrap();
-        assert_eq!(by_clip.threshold, pooled.threshold);
-        let width = |f: &ThresholdFit| f.interval_per_day[1] - f.interval_per_day[0];
+        // (Single-frame blocks cannot show runs, so their θ is 1 and the thresholds differ a
+        // little; compare the relative widths.)
+        let width =
+            |f: &ThresholdFit| (f.interval_per_day[1] - f.interval_per_day[0]) / f.expected_per_day;
         assert!(
             width(&by_clip) > 1.5 * width(&pooled),
             "{by_clip:?} vs {pooled:?}"
         );
+    }
+
+    #[test]
+    fn clustered_exceedances_count_as_one_alert_per_run() {
+        // Every score repeated 4 times (a slow scene): runs of 4 equal frames, θ = 1/4. The
+        // budget is alerts (runs), so 4× as many frames may exceed as for independent frames,
+        // and the threshold is lower.
+        let base = exponential(5_000, 8);
+        let slow: Vec<f64> = base.iter().flat_map(|&v| [v; 4]).collect();
+        let f = fit_threshold(&slow, 86_400.0, 864.0, 3).unwrap();
+        assert!((f.extremal_index - 0.25).abs() < 0.02, "{f:?}");
+        // Frame exceedance probability 864 / 86 400 / θ = 0.04: t = −ln 0.04 = 3.22.
+        assert!((f.threshold - 0.04f64.ln().abs()).abs() < 0.15, "{f:?}");
+        let alerts = runs(&slow, f.threshold).1 as f64 / slow.len() as f64 * 86_400.0;
+        assert!((alerts - 864.0).abs() < 150.0, "{alerts} alerts/day");
+        assert!(runs(&[0.0, 2.0, 3.0, 0.0, 5.0], 1.0) == (3, 2));
     }
 
     #[test]
