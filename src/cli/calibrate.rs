@@ -233,6 +233,23 @@ pub fn run(a: &CalibrateArgs) -> anyhow::Result<()> {
         a.smoothing, a.alerts_per_day
     );
     println!("  exceeding frames; θ: runs per exceeding frame on this footage)");
+    // A budget far beyond the footage is an extrapolation of the fitted tail, however good.
+    let per_regime_frames = cal
+        .fits
+        .iter()
+        .map(|f| f.threshold.frames)
+        .min()
+        .unwrap_or(0);
+    let frames_needed = 10.0 * 86_400.0 * a.fps / a.alerts_per_day;
+    if (per_regime_frames as f64) < frames_needed / 100.0 {
+        println!(
+            "  warning: measuring {} alerts/day takes about {:.0}× the {} frames per regime given; the threshold extrapolates a fitted tail — calibrate on about {:.0} h of normal footage per regime",
+            a.alerts_per_day,
+            frames_needed / per_regime_frames.max(1) as f64,
+            per_regime_frames,
+            frames_needed / a.fps / 3600.0
+        );
+    }
     println!(
         "wrote [calibration] into {}",
         bundle.manifest_path().display()

@@ -154,6 +154,9 @@ fn runs(scores: &[f64], u: f64) -> (usize, usize) {
 /// to 10 minutes at 1 fps, never single frames.
 const BLOCK_FRAMES: usize = 600;
 
+/// Fewest blocks the bootstrap resamples.
+const MIN_BLOCKS: usize = 10;
+
 /// Fits the threshold whose expected alerts (runs of exceeding frames) match `alerts_per_day` for footage of
 /// `frames_per_day` frames (86 400 at 1 fps), on one stream of normal scores. Needs no
 /// anomalous examples. `seed` makes the bootstrap interval repeatable.
@@ -181,9 +184,18 @@ pub fn fit_threshold_clips(
             "the alert budget ({alerts_per_day}/day) must be positive and below the frame rate ({frames_per_day}/day)"
         )));
     }
+    // Blocks of up to BLOCK_FRAMES; with fewer than MIN_BLOCKS of them (short footage) shorter
+    // blocks, or the bootstrap would only ever redraw the same few.
+    let total: usize = clips.iter().map(|c| c.len()).sum();
+    let whole: usize = clips.iter().map(|c| c.len().div_ceil(BLOCK_FRAMES)).sum();
+    let block = if whole >= MIN_BLOCKS {
+        BLOCK_FRAMES
+    } else {
+        (total / MIN_BLOCKS).clamp(10, BLOCK_FRAMES)
+    };
     let blocks: Vec<Vec<f64>> = clips
         .iter()
-        .flat_map(|c| c.chunks(BLOCK_FRAMES))
+        .flat_map(|c| c.chunks(block))
         .map(|b| {
             b.iter()
                 .copied()
@@ -341,6 +353,17 @@ mod tests {
         let alerts = runs(&slow, f.threshold).1 as f64 / slow.len() as f64 * 86_400.0;
         assert!((alerts - 864.0).abs() < 150.0, "{alerts} alerts/day");
         assert!(runs(&[0.0, 2.0, 3.0, 0.0, 5.0], 1.0) == (3, 2));
+    }
+
+    #[test]
+    fn one_short_clip_still_gets_an_interval() {
+        let s = exponential(300, 12);
+        let f = fit_threshold(&s, 86_400.0, 2_000.0, 1).unwrap();
+        assert!(
+            f.interval_per_day[0] < f.expected_per_day
+                && f.expected_per_day < f.interval_per_day[1],
+            "{f:?}"
+        );
     }
 
     #[test]
