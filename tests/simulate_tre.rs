@@ -41,6 +41,22 @@ fn simulated_dataset_reads_back_with_matching_labels() {
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
     let clips = manifest["clips"].as_array().unwrap();
+
+    // The site file masks the water and names the pier end; the zone lies outside the mask.
+    let site = thermal_edge::config::SiteConfig::load(&out.join("site.toml")).unwrap();
+    assert_eq!(site.masks.len(), 1);
+    assert_eq!(site.zones[0].name, "pier-end");
+    let map = site.zone_map(160, 120).unwrap();
+    let masked = (0..160 * 120).filter(|&i| map.is_masked(i)).count();
+    assert!((2_000..12_000).contains(&masked), "{masked} water pixels");
+    let zone = site.zones[0].polygon.rasterize(160, 120);
+    assert!(zone.iter().any(|&z| z));
+    assert!(
+        zone.iter()
+            .enumerate()
+            .all(|(i, &z)| !z || !map.is_masked(i)),
+        "the pier end must not be masked"
+    );
     let mut total_events = 0;
     for clip in ds.train.iter().chain(&ds.test) {
         assert_eq!(clip.frames.len(), 24, "{}", clip.id());

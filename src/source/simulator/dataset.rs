@@ -35,6 +35,9 @@ pub const ANNOTATIONS_DIR: &str = "test_annotations_anomalies";
 /// File name of the dataset manifest.
 pub const MANIFEST: &str = "manifest.json";
 
+/// File name of the dataset's site file (masks and zones, as `edge-cli calibrate --site` reads).
+pub const SITE: &str = "site.toml";
+
 /// What [`write_dataset`] writes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DatasetConfig {
@@ -540,6 +543,30 @@ pub fn write_dataset(
             .collect(),
         clips: &records,
     };
+    // A site file for `calibrate --site`/`run`: the water masked, the pier end as a zone.
+    let norm = |pts: Vec<(f32, f32)>| {
+        pts.iter()
+            .map(|(x, y)| {
+                format!(
+                    "[{:.4}, {:.4}]",
+                    (x / cfg.width as f32).clamp(0.0, 1.0),
+                    (y / cfg.height as f32).clamp(0.0, 1.0)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let site = format!(
+        "# Site file of the simulated harbor (edge-cli calibrate --site, edge-cli run).\n\
+         # Polygons in normalised image coordinates (x right, y down).\n\n\
+         [[mask]]\nname = \"water\"\npolygon = [{}]\n\n\
+         [[zone]]\nname = \"{}\"\npolygon = [{}]\nsensitivity = 1.0\n",
+        norm(view.water_polygon()),
+        super::PIER_END_ZONE,
+        norm(view.zone_polygon())
+    );
+    let site_path = cfg.out.join(SITE);
+    fs::write(&site_path, site).map_err(|e| SourceError::io(&site_path, e))?;
     let path = cfg.out.join(MANIFEST);
     let text = serde_json::to_string_pretty(&manifest)
         .map_err(|e| SourceError::invalid(&path, format!("manifest serialization failed: {e}")))?;

@@ -121,6 +121,25 @@ impl View {
         QUAY_EDGE + 1.0 * SCALE * (QUAY_EDGE - HORIZON)
     }
 
+    /// Outline (pixels) of the open water: everything below the quay wall except the pier,
+    /// which is cut out as a notch down to its tip.
+    pub(crate) fn water_polygon(&self) -> Vec<(f32, f32)> {
+        let wt = self.water_top();
+        let (l_top, l_tip) = (self.px(PIER_X.0, wt), self.px(PIER_X.0, PIER_TIP));
+        let (r_top, r_tip) = (self.px(PIER_X.1, wt), self.px(PIER_X.1, PIER_TIP));
+        let top = wt * self.h;
+        vec![
+            (0.0, top),
+            (l_top.0.clamp(0.0, self.w), top),
+            (l_tip.0.clamp(0.0, self.w), l_tip.1),
+            (r_tip.0.clamp(0.0, self.w), r_tip.1),
+            (r_top.0.clamp(0.0, self.w), top),
+            (self.w, top),
+            (self.w, self.h),
+            (0.0, self.h),
+        ]
+    }
+
     /// Corners (pixels) of the restricted pier-end zone, clockwise from the far left.
     pub(crate) fn zone_polygon(&self) -> Vec<(f32, f32)> {
         vec![
