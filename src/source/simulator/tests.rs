@@ -430,7 +430,11 @@ fn same_seed_writes_identical_bytes() {
     };
     let a = write("a", 11, 1);
     let b = write("b", 11, 2);
-    assert_eq!(a.len(), 1 + 3 * 5 + 2);
+    assert_eq!(
+        a.len(),
+        2 + 3 * 5 + 2,
+        "manifest, site file, frames, labels"
+    );
     assert_eq!(a, b);
     let c = write("c", 12, 2);
     assert_ne!(a, c);
