@@ -63,19 +63,13 @@ pub fn auc(scores: &[f64], labels: &[bool]) -> Option<f64> {
     Some((sum_pos - p * (p + 1.0) / 2.0) / (p * q))
 }
 
-/// ROC curve of `scores` (higher = more anomalous) for `labels`: (false-positive rate,
-/// true-positive rate) points from (0, 0) to (1, 1), one per distinct score (tied scores move
-/// together, so the trapezoid area equals [`auc`]); None unless both classes are present.
-pub fn roc_curve(scores: &[f64], labels: &[bool]) -> Option<Vec<(f64, f64)>> {
+/// Cumulative (true positives, false positives) after each distinct score, highest first
+/// (tied scores are taken together): the operating points of every threshold.
+fn operating_points(scores: &[f64], labels: &[bool]) -> Vec<(usize, usize)> {
     let n = scores.len().min(labels.len());
-    let pos = labels[..n].iter().filter(|&&l| l).count();
-    let neg = n - pos;
-    if pos == 0 || neg == 0 {
-        return None;
-    }
     let mut idx: Vec<usize> = (0..n).collect();
     idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    let mut out = vec![(0.0, 0.0)];
+    let mut out = Vec::new();
     let (mut tp, mut fp) = (0usize, 0usize);
     let mut i = 0;
     while i < n {
@@ -88,9 +82,28 @@ pub fn roc_curve(scores: &[f64], labels: &[bool]) -> Option<Vec<(f64, f64)>> {
             }
             j += 1;
         }
-        out.push((fp as f64 / neg as f64, tp as f64 / pos as f64));
+        out.push((tp, fp));
         i = j;
     }
+    out
+}
+
+/// ROC curve of `scores` (higher = more anomalous) for `labels`: (false-positive rate,
+/// true-positive rate) points from (0, 0) to (1, 1), one per distinct score (tied scores move
+/// together, so the trapezoid area equals [`auc`]); None unless both classes are present.
+pub fn roc_curve(scores: &[f64], labels: &[bool]) -> Option<Vec<(f64, f64)>> {
+    let n = scores.len().min(labels.len());
+    let pos = labels[..n].iter().filter(|&&l| l).count();
+    let neg = n - pos;
+    if pos == 0 || neg == 0 {
+        return None;
+    }
+    let mut out = vec![(0.0, 0.0)];
+    out.extend(
+        operating_points(scores, labels)
+            .into_iter()
+            .map(|(tp, fp)| (fp as f64 / neg as f64, tp as f64 / pos as f64)),
+    );
     Some(out)
 }
 
@@ -103,27 +116,12 @@ pub fn average_precision(scores: &[f64], labels: &[bool]) -> Option<f64> {
     if pos == 0 {
         return None;
     }
-    let mut idx: Vec<usize> = (0..n).collect();
-    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    let (mut tp, mut fp) = (0usize, 0usize);
     let mut ap = 0.0;
     let mut prev_recall = 0.0;
-    let mut i = 0;
-    while i < n {
-        let mut j = i;
-        while j < n && scores[idx[j]] == scores[idx[i]] {
-            if labels[idx[j]] {
-                tp += 1;
-            } else {
-                fp += 1;
-            }
-            j += 1;
-        }
+    for (tp, fp) in operating_points(scores, labels) {
         let recall = tp as f64 / pos as f64;
-        let precision = tp as f64 / (tp + fp) as f64;
-        ap += (recall - prev_recall) * precision;
+        ap += (recall - prev_recall) * tp as f64 / (tp + fp) as f64;
         prev_recall = recall;
-        i = j;
     }
     Some(ap)
 }

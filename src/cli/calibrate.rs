@@ -10,14 +10,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::config::{mask_grid, SiteConfig};
 use crate::engine::{open_scorer, Backend, FrameStack};
 use crate::export::bundle::Bundle;
-use crate::frame::Units;
 use crate::model::config::Mode;
 use crate::score::calibration::{Calibration, FitSettings, NormalFrame};
 use crate::score::footage::score_terms;
 use crate::score::regime::{RegimeError, RegimeSpec};
 use crate::score::terms::TermsConfig;
 use crate::score::threshold::TailMethod;
-use crate::source::{open_source, replay_files, tre, FrameSource, OpenOptions};
+use crate::source::{footage_clips, OpenOptions};
 
 /// Arguments of `edge-cli calibrate`.
 #[derive(Debug, clap::Args)]
@@ -66,32 +65,6 @@ pub struct CalibrateArgs {
     pub threads: usize,
 }
 
-/// The normal-footage clips `path` names, ready to open.
-pub fn footage_sources(path: &Path) -> anyhow::Result<Vec<Box<dyn FrameSource>>> {
-    let mut sources: Vec<Box<dyn FrameSource>> = Vec::new();
-    if tre::looks_like_tre(path) {
-        let ds = tre::open_dataset(path)?;
-        let clips = if ds.train.is_empty() {
-            ds.test
-        } else {
-            ds.train
-        };
-        for c in &clips {
-            sources.push(Box::new(c.open(Units::Counts)?));
-        }
-    } else if let Some(files) = replay_files(path)? {
-        for f in files {
-            sources.push(open_source(&f, &OpenOptions::default())?);
-        }
-    } else {
-        sources.push(open_source(path, &OpenOptions::default())?);
-    }
-    if sources.is_empty() {
-        bail!("{}: no clips found", path.display());
-    }
-    Ok(sources)
-}
-
 /// The normal frames of every clip of `path`, scored.
 fn score_footage(
     path: &Path,
@@ -102,8 +75,11 @@ fn score_footage(
 ) -> anyhow::Result<Vec<Vec<NormalFrame>>> {
     let mut scorer = open_scorer(bundle, a.backend, a.threads)?;
     let mut stack = FrameStack::for_bundle(bundle)?;
-    let sources = footage_sources(path)?;
-    let pb = ProgressBar::new(sources.len() as u64);
+    let clips_in = footage_clips(path)?;
+    if clips_in.is_empty() {
+        bail!("{}: no clips found", path.display());
+    }
+    let pb = ProgressBar::new(clips_in.len() as u64);
     pb.set_style(
         ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} clips ({eta})")
             .expect("valid template")
@@ -111,7 +87,8 @@ fn score_footage(
     );
     pb.set_message("scoring");
     let mut clips = Vec::new();
-    for mut src in sources {
+    for clip in clips_in {
+        let mut src = clip.open(&OpenOptions::default())?;
         let name = src.info().name.clone();
         let frames = score_terms(scorer.as_mut(), &mut stack, src.as_mut(), terms, masked)
             .with_context(|| format!("scoring {name}"))?;

@@ -7,7 +7,7 @@ use candle_core::{Device, Result as CResult, Tensor};
 
 use super::config::{Mode, ModelConfig};
 use crate::frame::{Preprocessor, ThermalFrame};
-use crate::source::{label, open_source, tre, FrameSource, OpenOptions, SourceError};
+use crate::source::{label, FrameSource, OpenOptions, SourceError};
 
 /// One run of consecutive frames, normalised to [−1, 1] at the model's size.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,24 +143,8 @@ impl FrameSet {
         })?;
         let mut set = FrameSet::new(cfg.height, cfg.width);
         let min_len = cfg.t_length;
-        if tre::looks_like_tre(path) {
-            let ds = tre::open_dataset(path)?;
-            let clips = if ds.train.is_empty() {
-                ds.test
-            } else {
-                ds.train
-            };
-            for c in &clips {
-                let mut src = c.open(opts.units.unwrap_or(crate::frame::Units::Counts))?;
-                set.add_source(&mut src, &mut pre, min_len)?;
-            }
-        } else if let Some(files) = crate::source::replay_files(path)? {
-            for f in files {
-                let mut src = open_source(&f, opts)?;
-                set.add_source(src.as_mut(), &mut pre, min_len)?;
-            }
-        } else {
-            let mut src = open_source(path, opts)?;
+        for clip in crate::source::footage_clips(path)? {
+            let mut src = clip.open(opts)?;
             set.add_source(src.as_mut(), &mut pre, min_len)?;
         }
         if set.clips.is_empty() {

@@ -226,14 +226,19 @@ impl Calibration {
         }
     }
 
-    /// The fit of the regime a frame falls in.
-    pub fn fit_for(&self, t_us: i64, scene_c: Option<f64>) -> Result<&RegimeFit, CalibrationError> {
+    /// The index in `fits` of the regime a frame falls in.
+    pub fn regime_index(&self, t_us: i64, scene_c: Option<f64>) -> Result<usize, CalibrationError> {
         let r = self.regimes.classify(t_us, scene_c)?;
         Ok(self
             .fits
             .iter()
-            .find(|f| f.regime == r)
+            .position(|f| f.regime == r)
             .expect("from_table checked a fit per regime"))
+    }
+
+    /// The fit of the regime a frame falls in.
+    pub fn fit_for(&self, t_us: i64, scene_c: Option<f64>) -> Result<&RegimeFit, CalibrationError> {
+        Ok(&self.fits[self.regime_index(t_us, scene_c)?])
     }
 }
 
@@ -275,13 +280,7 @@ impl<'a> RegimeDrift<'a> {
         distance: f64,
         in_event: bool,
     ) -> Result<&DriftStatus, CalibrationError> {
-        let r = self.cal.regimes.classify(t_us, scene_c)?;
-        let i = self
-            .cal
-            .fits
-            .iter()
-            .position(|f| f.regime == r)
-            .expect("from_table checked a fit per regime");
+        let i = self.cal.regime_index(t_us, scene_c)?;
         let status = self.monitors[i].push(psnr, distance, in_event);
         Ok(self.last[i].insert(status))
     }

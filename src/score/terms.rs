@@ -73,7 +73,9 @@ pub fn frame_psnr(
         let mean = if n > 0 { s / n as f64 } else { 0.0 };
         diff.iter_mut().for_each(|d| *d -= mean);
     }
-    let err: Vec<f64> = diff.iter().map(|d| d * d).collect();
+    // Squared in place: one buffer per frame.
+    let mut err = diff;
+    err.iter_mut().for_each(|d| *d *= *d);
     let mse = if cfg.patch == 0 || cfg.patch >= width.min(height) {
         masked_mean(&err, masked)
     } else {

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use crate::frame::{FrameMeta, ThermalFrame, Units};
 
-pub use open::{open_source, replay_files, OpenOptions};
+pub use open::{footage_clips, open_source, replay_files, FootageClip, OpenOptions};
 
 /// Why a source could not deliver a frame. Every variant names the file or device.
 #[derive(Debug, thiserror::Error)]

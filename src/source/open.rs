@@ -129,6 +129,43 @@ pub fn replay_files(path: &Path) -> Result<Option<Vec<PathBuf>>, SourceError> {
     Ok(Some(files))
 }
 
+/// One clip of normal footage a path names, opened when needed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FootageClip {
+    /// A clip of a Thermal Rare Event dataset.
+    Tre(super::tre::TreClip),
+    /// A replay file or an image folder.
+    Path(PathBuf),
+}
+
+impl FootageClip {
+    /// Opens the clip (TRE clips with their labels and folder-name timestamps).
+    pub fn open(&self, opts: &OpenOptions) -> Result<Box<dyn FrameSource>, SourceError> {
+        match self {
+            FootageClip::Tre(c) => Ok(Box::new(c.open(opts.units.unwrap_or(Units::Counts))?)),
+            FootageClip::Path(p) => open_source(p, opts),
+        }
+    }
+}
+
+/// The clips of normal footage `path` names: a Thermal Rare Event dataset's `train/` split (its
+/// `test/` split when there is no other), a folder of replay files, or one source.
+pub fn footage_clips(path: &Path) -> Result<Vec<FootageClip>, SourceError> {
+    if super::tre::looks_like_tre(path) {
+        let ds = super::tre::open_dataset(path)?;
+        let clips = if ds.train.is_empty() {
+            ds.test
+        } else {
+            ds.train
+        };
+        return Ok(clips.into_iter().map(FootageClip::Tre).collect());
+    }
+    Ok(match replay_files(path)? {
+        Some(files) => files.into_iter().map(FootageClip::Path).collect(),
+        None => vec![FootageClip::Path(path.to_path_buf())],
+    })
+}
+
 #[cfg(feature = "v4l")]
 fn open_v4l2(path: &Path, opts: &OpenOptions) -> Result<Box<dyn FrameSource>, SourceError> {
     let config = super::v4l::V4l2Config {
