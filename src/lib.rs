@@ -3,6 +3,7 @@
 //! Data flows one way: **source → frame → model → score → event → sink / display**.
 //! A lower module never imports a higher one.
 
+pub mod alert;
 pub mod cli;
 pub mod config;
 pub mod display;
@@ -10,6 +11,7 @@ pub mod engine;
 pub mod export;
 pub mod frame;
 pub mod model;
+pub mod pipeline;
 pub mod report;
 pub mod rng;
 pub mod score;

@@ -5,6 +5,7 @@ pub mod eval;
 pub mod export;
 pub mod infer;
 pub mod info;
+pub mod run;
 pub mod simulate;
 pub mod train;
 
@@ -30,7 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Watch a camera (or a replay) at 1 FPS and raise alerts.
-    Run(NotYet),
+    Run(run::RunArgs),
     /// Train the anomaly model on normal footage.
     Train(train::TrainArgs),
     /// Export a checkpoint to a model bundle (f32 + int8 ONNX, f16 weights, parity report).
@@ -87,6 +88,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Infer(a) => infer::run(&a),
         Command::Calibrate(a) => calibrate::run(&a),
         Command::Eval(a) => eval::run(&a),
+        Command::Run(a) => run::run(&a),
         _ => {
             eprintln!("edge-cli {name}: not yet available in this version of thermal-edge");
             return ExitCode::from(EXIT_USAGE);

@@ -17,7 +17,7 @@ use std::time::Instant;
 use crate::export::bundle::{Bundle, BundleError};
 use crate::frame::normalize::NormalizeError;
 use crate::frame::{Preprocessor, ThermalFrame};
-use crate::model::memory::update_items;
+use crate::model::memory::{update_items_with, UpdateScratch};
 use crate::model::{Mode, ModelConfig};
 use crate::source::{FrameSource, SourceError};
 
@@ -162,7 +162,7 @@ impl FromStr for Backend {
 }
 
 /// Scores of one frame.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScoreOutput {
     /// Predicted (or reconstructed) frame, (c, H, W) in [−1, 1].
     pub pred: Vec<f32>,
@@ -196,37 +196,39 @@ pub fn score_forward(
     memory: &[f32],
     dim: usize,
 ) -> ScoreOutput {
-    debug_assert_eq!(pred.len(), target.len());
-    let error_map: Vec<f32> = pred
-        .iter()
-        .zip(target)
-        .map(|(p, t)| {
-            // ((p + 1) / 2 − (t + 1) / 2)² = ((p − t) / 2)²
-            let d = (p - t) * 0.5;
-            d * d
-        })
-        .collect();
-    let n = error_map.len().max(1) as f64;
-    let mse = (error_map.iter().map(|&e| f64::from(e)).sum::<f64>() / n) as f32;
-    let psnr = 10.0 * (1.0 / mse.max(1e-10)).log10();
+    let mut out = ScoreOutput {
+        pred,
+        queries,
+        read_weights,
+        ..ScoreOutput::default()
+    };
+    fill_scores(&mut out, target, memory, dim);
+    out
+}
+
+/// [`score_forward`] in place: computes the error map and every score from `out.pred` and
+/// `out.queries`, reusing `out`'s buffers (no allocation once they have their size).
+pub fn fill_scores(out: &mut ScoreOutput, target: &[f32], memory: &[f32], dim: usize) {
+    debug_assert_eq!(out.pred.len(), target.len());
+    out.error_map.resize(target.len(), 0.0);
+    for ((e, p), t) in out.error_map.iter_mut().zip(&out.pred).zip(target) {
+        // ((p + 1) / 2 − (t + 1) / 2)² = ((p − t) / 2)²
+        let d = (p - t) * 0.5;
+        *e = d * d;
+    }
+    let n = out.error_map.len().max(1) as f64;
+    let mse = (out.error_map.iter().map(|&e| f64::from(e)).sum::<f64>() / n) as f32;
     let (mut num, mut den) = (0f64, 0f64);
-    for &e in &error_map {
+    for &e in &out.error_map {
         let w = 1.0 - (-f64::from(e)).exp();
         num += w * f64::from(e);
         den += w;
     }
+    out.mse = mse;
+    out.psnr = 10.0 * (1.0 / mse.max(1e-10)).log10();
     // A perfect prediction has all weights 0: it is as normal as a frame gets.
-    let point_score = if den > 0.0 { (num / den) as f32 } else { 0.0 };
-    ScoreOutput {
-        pred,
-        error_map,
-        mse,
-        psnr,
-        feature_distance: feature_distance(&queries, memory, dim),
-        point_score,
-        read_weights,
-        queries,
-    }
+    out.point_score = if den > 0.0 { (num / den) as f32 } else { 0.0 };
+    out.feature_distance = feature_distance(&out.queries, memory, dim);
 }
 
 /// Mean over queries and dimensions of (q − nearest item)² (the model layer's definition,
@@ -235,14 +237,19 @@ pub use crate::model::memory::feature_distance_slices as feature_distance;
 
 /// Cosine scores S = Q·Mᵀ (N, M) of unit queries against unit items.
 pub fn cosine_scores(queries: &[f32], memory: &[f32], dim: usize) -> Vec<f32> {
-    let m = memory.len() / dim.max(1);
-    let mut s = Vec::with_capacity(queries.len() / dim.max(1) * m);
+    let mut s = Vec::new();
+    cosine_scores_into(queries, memory, dim, &mut s);
+    s
+}
+
+/// [`cosine_scores`] into a reusable buffer.
+pub fn cosine_scores_into(queries: &[f32], memory: &[f32], dim: usize, s: &mut Vec<f32>) {
+    s.clear();
     for q in queries.chunks_exact(dim) {
         for item in memory.chunks_exact(dim) {
             s.push(q.iter().zip(item).map(|(a, b)| a * b).sum());
         }
     }
-    s
 }
 
 /// The memory items a scorer reads, and MNAD's test-time update rule.
@@ -252,6 +259,8 @@ pub struct MemoryState {
     m: usize,
     d: usize,
     threshold: f32,
+    scores: Vec<f32>,
+    scratch: UpdateScratch,
 }
 
 impl MemoryState {
@@ -263,6 +272,8 @@ impl MemoryState {
             m,
             d,
             threshold: update_threshold(cfg.mode),
+            scores: Vec::new(),
+            scratch: UpdateScratch::default(),
         };
         s.set(&items)?;
         Ok(s)
@@ -315,8 +326,15 @@ impl MemoryState {
             });
         }
         // The rule uses the scores against the memory as it is now (MNAD: before the update).
-        let scores = cosine_scores(&out.queries, &self.items, self.d);
-        update_items(&mut self.items, self.m, self.d, &out.queries, &scores);
+        cosine_scores_into(&out.queries, &self.items, self.d, &mut self.scores);
+        update_items_with(
+            &mut self.scratch,
+            &mut self.items,
+            self.m,
+            self.d,
+            &out.queries,
+            &self.scores,
+        );
         Ok(true)
     }
 }
@@ -377,6 +395,13 @@ pub trait Scorer: Send {
     /// Scores one stack of t preprocessed frames (inputs, then the target), oldest first, each
     /// c×H×W in [−1, 1] (see [`FrameStack`]). The memory is not changed.
     fn score(&mut self, stack: &[f32]) -> Result<ScoreOutput, EngineError>;
+
+    /// [`Scorer::score`] into `out`, reusing its buffers: the on-device loop's path. Backends
+    /// that can fill the buffers in place override it.
+    fn score_into(&mut self, stack: &[f32], out: &mut ScoreOutput) -> Result<(), EngineError> {
+        *out = self.score(stack)?;
+        Ok(())
+    }
 
     /// The memory state.
     fn memory_state(&self) -> &MemoryState;

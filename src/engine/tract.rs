@@ -10,7 +10,7 @@ use tract_onnx::prelude::{
 use tract_linalg::multithread::Executor;
 use tract_onnx::tract_core::prelude::RunOptions;
 
-use super::{score_forward, split_stack, Backend, EngineError, MemoryState, ScoreOutput, Scorer};
+use super::{fill_scores, split_stack, Backend, EngineError, MemoryState, ScoreOutput, Scorer};
 use crate::export::bundle::Bundle;
 use crate::model::ModelConfig;
 
@@ -90,32 +90,36 @@ impl TractScorer {
     }
 }
 
-fn output(
+/// Copies output `i` into `dst` (resized to `len` once; no allocation after that).
+fn output_into(
     outputs: &[TValue],
     i: usize,
     name: &'static str,
     len: usize,
-) -> Result<Vec<f32>, EngineError> {
+    dst: &mut Vec<f32>,
+) -> Result<(), EngineError> {
     let t = outputs.get(i).ok_or_else(|| EngineError::Output {
         name,
         detail: format!("the model returned {} outputs", outputs.len()),
     })?;
-    let v: Vec<f32> = t
+    let v = t
         .to_plain_array_view::<f32>()
         .map_err(|e| EngineError::Output {
             name,
             detail: format!("{e:#}"),
-        })?
-        .iter()
-        .copied()
-        .collect();
+        })?;
     if v.len() != len {
         return Err(EngineError::Output {
             name,
             detail: format!("{} values, expected {len} (shape {:?})", v.len(), t.shape()),
         });
     }
-    Ok(v)
+    dst.clear();
+    match v.as_slice() {
+        Some(s) => dst.extend_from_slice(s),
+        None => dst.extend(v.iter().copied()),
+    }
+    Ok(())
 }
 
 impl Scorer for TractScorer {
@@ -131,6 +135,12 @@ impl Scorer for TractScorer {
     }
 
     fn score(&mut self, stack: &[f32]) -> Result<ScoreOutput, EngineError> {
+        let mut out = ScoreOutput::default();
+        self.score_into(stack, &mut out)?;
+        Ok(out)
+    }
+
+    fn score_into(&mut self, stack: &[f32], out: &mut ScoreOutput) -> Result<(), EngineError> {
         let cfg = &self.cfg;
         let (input, target) = split_stack(cfg, stack)?;
         let shape = [1, cfg.input_channels(), cfg.height, cfg.width];
@@ -138,23 +148,17 @@ impl Scorer for TractScorer {
         let frames = Tensor::from_shape(&shape, input).map_err(tract_err("input frames".into()))?;
         let memory = Tensor::from_shape(&[m, d], self.memory.items())
             .map_err(tract_err("input memory".into()))?;
-        let out = self
+        let res = self
             .model
             .run(tvec!(frames.into_tvalue(), memory.into_tvalue()))
             .map_err(tract_err("running the model".into()))?;
         let (qh, qw) = cfg.query_size();
         let n = qh * qw;
-        let pred = output(&out, 0, "pred", target.len())?;
-        let queries = output(&out, 1, "queries", n * d)?;
-        let weights = output(&out, 2, "read_weights", n * m)?;
-        Ok(score_forward(
-            pred,
-            target,
-            queries,
-            weights,
-            self.memory.items(),
-            d,
-        ))
+        output_into(&res, 0, "pred", target.len(), &mut out.pred)?;
+        output_into(&res, 1, "queries", n * d, &mut out.queries)?;
+        output_into(&res, 2, "read_weights", n * m, &mut out.read_weights)?;
+        fill_scores(out, target, self.memory.items(), d);
+        Ok(())
     }
 
     fn memory_state(&self) -> &MemoryState {

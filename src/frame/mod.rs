@@ -1,5 +1,6 @@
 //! Thermal frames: 16-bit pixels plus capture metadata, unit conversions, normalizers and resizing.
 
+pub mod guard;
 pub mod normalize;
 pub mod resize;
 pub mod units;

@@ -134,10 +134,50 @@ pub fn top2_indices(scores: &Tensor) -> Result<(Vec<u32>, Vec<u32>)> {
 /// scores over all N queries: Δ_i = Σ_{q∈U_i} score_query[q,i] / max_q' score_query[q',i] · q;
 /// then every row of M + Δ is L2-normalised.
 pub fn update_items(items: &mut [f32], m: usize, d: usize, queries: &[f32], scores: &[f32]) {
+    update_items_with(&mut UpdateScratch::default(), items, m, d, queries, scores);
+}
+
+/// Working buffers of [`update_items_with`], kept between frames so that the on-device loop's
+/// memory update allocates nothing once they have their size.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateScratch {
+    sq: Vec<f64>,
+    colmax: Vec<f64>,
+    delta: Vec<f64>,
+    row: Vec<f64>,
+}
+
+/// Scratch space holds no state: any two are interchangeable.
+impl PartialEq for UpdateScratch {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+fn zeroed(v: &mut Vec<f64>, len: usize) {
+    v.clear();
+    v.resize(len, 0.0);
+}
+
+/// [`update_items`] with reusable working buffers.
+pub fn update_items_with(
+    scratch: &mut UpdateScratch,
+    items: &mut [f32],
+    m: usize,
+    d: usize,
+    queries: &[f32],
+    scores: &[f32],
+) {
     let n = queries.len() / d;
     debug_assert_eq!(scores.len(), n * m);
+    let UpdateScratch {
+        sq,
+        colmax,
+        delta,
+        row,
+    } = scratch;
     // Softmax over the queries, per item (column), computed in f64 for stability.
-    let mut sq = vec![0f64; n * m];
+    zeroed(sq, n * m);
     for i in 0..m {
         let max = (0..n)
             .map(|q| f64::from(scores[q * m + i]))
@@ -152,28 +192,27 @@ pub fn update_items(items: &mut [f32], m: usize, d: usize, queries: &[f32], scor
             sq[q * m + i] /= sum;
         }
     }
-    let mut colmax = vec![0f64; m];
+    zeroed(colmax, m);
     for q in 0..n {
         for i in 0..m {
             colmax[i] = colmax[i].max(sq[q * m + i]);
         }
     }
-    let mut delta = vec![0f64; m * d];
+    zeroed(delta, m * d);
     for q in 0..n {
-        let row = &scores[q * m..(q + 1) * m];
-        let top = row
+        let r = &scores[q * m..(q + 1) * m];
+        let top = r
             .iter()
             .enumerate()
-            .fold(0usize, |best, (i, &v)| if v > row[best] { i } else { best });
+            .fold(0usize, |best, (i, &v)| if v > r[best] { i } else { best });
         let w = sq[q * m + top] / colmax[top];
         for k in 0..d {
             delta[top * d + k] += w * f64::from(queries[q * d + k]);
         }
     }
     for i in 0..m {
-        let row: Vec<f64> = (0..d)
-            .map(|k| f64::from(items[i * d + k]) + delta[i * d + k])
-            .collect();
+        row.clear();
+        row.extend((0..d).map(|k| f64::from(items[i * d + k]) + delta[i * d + k]));
         let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
         for k in 0..d {
             items[i * d + k] = (row[k] / norm) as f32;

@@ -4,6 +4,7 @@
 //! which frames reach the alert threshold, with what calibration expects. Sans-I/O: callers feed
 //! each frame's PSNR and feature distance and get a [`DriftStatus`] back.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt;
 
@@ -211,7 +212,7 @@ pub struct DriftStatus {
     /// `exceedance_rate` over the calibrated expected rate.
     pub exceedance_ratio: f64,
     /// Which criteria drove the state, for people ("PSNR 2.4 σ below calibration").
-    pub reason: String,
+    pub reason: Cow<'static, str>,
 }
 
 /// One normal frame in the window.
@@ -330,7 +331,7 @@ impl DriftMonitor {
             (Some(zp), Some(zd)) if n >= self.cfg.min_frames => {
                 self.verdict(zp, zd, exceedance_ratio)
             }
-            _ => (DriftState::Ok, "warming up".to_string()),
+            _ => (DriftState::Ok, Cow::Borrowed("warming up")),
         };
         DriftStatus {
             state,
@@ -344,7 +345,7 @@ impl DriftMonitor {
         }
     }
 
-    fn verdict(&self, zp: f64, zd: f64, ratio: f64) -> (DriftState, String) {
+    fn verdict(&self, zp: f64, zd: f64, ratio: f64) -> (DriftState, Cow<'static, str>) {
         let cfg = &self.cfg;
         let z_state = |z: f64| {
             if z.abs() >= cfg.recalibrate_z {
@@ -371,7 +372,7 @@ impl DriftMonitor {
         let states = [z_state(zp), z_state(zd), rate_state];
         let worst = states.into_iter().max().unwrap_or(DriftState::Ok);
         if worst == DriftState::Ok {
-            return (worst, "matches calibration".to_string());
+            return (worst, Cow::Borrowed("matches calibration"));
         }
         let side = |z: f64| if z < 0.0 { "below" } else { "above" };
         let mut reasons = Vec::new();
@@ -391,7 +392,7 @@ impl DriftMonitor {
                 self.exceedances
             ));
         }
-        (worst, reasons.join("; "))
+        (worst, Cow::Owned(reasons.join("; ")))
     }
 }
 
@@ -614,10 +615,10 @@ mod tests {
         let mut rng = Rng::new(6);
         let s = m.push(PSNR_MEDIAN, DIST_MEDIAN, true);
         assert_eq!((s.frames, s.median_z_psnr), (0, None));
-        assert_eq!((s.state, s.reason.as_str()), (DriftState::Ok, "warming up"));
+        assert_eq!((s.state, s.reason.as_ref()), (DriftState::Ok, "warming up"));
         let statuses = feed(&mut m, &mut rng, 600, (-5.0, 0.0), false);
         for (i, s) in statuses[..599].iter().enumerate() {
-            assert_eq!((s.state, s.reason.as_str()), (DriftState::Ok, "warming up"));
+            assert_eq!((s.state, s.reason.as_ref()), (DriftState::Ok, "warming up"));
             assert_eq!(s.frames, i + 1);
         }
         // The medians are reported while warming up, only the verdict waits.

@@ -41,9 +41,32 @@ impl TermsConfig {
     }
 }
 
+/// Working buffers of [`frame_psnr_with`], kept between frames so that scoring a stream
+/// allocates nothing once they have their size.
+#[derive(Debug, Clone, Default)]
+pub struct TermScratch {
+    diff: Vec<f64>,
+    sum: Vec<f64>,
+    cnt: Vec<u32>,
+}
+
 /// PSNR (dB, in [0, 1] pixel space as MNAD) of `pred` against `target` — both (c, H, W) in
 /// [−1, 1] — pooled as `cfg` says, over the pixels `masked` (H·W, true = ignore) leaves.
 pub fn frame_psnr(
+    pred: &[f32],
+    target: &[f32],
+    width: usize,
+    height: usize,
+    cfg: &TermsConfig,
+    masked: Option<&[bool]>,
+) -> f64 {
+    let mut scratch = TermScratch::default();
+    frame_psnr_with(&mut scratch, pred, target, width, height, cfg, masked)
+}
+
+/// [`frame_psnr`] with reusable working buffers.
+pub fn frame_psnr_with(
+    scratch: &mut TermScratch,
     pred: &[f32],
     target: &[f32],
     width: usize,
@@ -55,7 +78,9 @@ pub fn frame_psnr(
     let channels = (pred.len() / plane.max(1)).max(1);
     let keep = |i: usize| masked.is_none_or(|m| !m[i]);
     // Signed error per pixel in [0, 1] space, averaged over channels.
-    let mut diff = vec![0f64; plane];
+    let diff = &mut scratch.diff;
+    diff.clear();
+    diff.resize(plane, 0.0);
     for c in 0..channels {
         for (i, d) in diff.iter_mut().enumerate() {
             let j = c * plane + i;
@@ -73,14 +98,22 @@ pub fn frame_psnr(
         let mean = if n > 0 { s / n as f64 } else { 0.0 };
         diff.iter_mut().for_each(|d| *d -= mean);
     }
-    // Squared in place: one buffer per frame.
-    let mut err = diff;
-    err.iter_mut().for_each(|d| *d *= *d);
+    // Squared in place.
+    diff.iter_mut().for_each(|d| *d *= *d);
+    let err = &scratch.diff;
     let mse = if cfg.patch == 0 || cfg.patch >= width.min(height) {
-        masked_mean(&err, masked)
+        masked_mean(err, masked)
     } else {
-        worst_patch(&err, width, height, cfg.patch, masked)
-            .unwrap_or_else(|| masked_mean(&err, masked))
+        worst_patch(
+            err,
+            width,
+            height,
+            cfg.patch,
+            masked,
+            &mut scratch.sum,
+            &mut scratch.cnt,
+        )
+        .unwrap_or_else(|| masked_mean(err, masked))
     };
     10.0 * (1.0 / mse.max(1e-10)).log10()
 }
@@ -102,11 +135,21 @@ fn masked_mean(err: &[f64], masked: Option<&[bool]>) -> f64 {
 
 /// The largest mean error over k×k windows at stride k/2 (windows less than half unmasked are
 /// skipped); None when no window qualifies.
-fn worst_patch(err: &[f64], w: usize, h: usize, k: usize, masked: Option<&[bool]>) -> Option<f64> {
+fn worst_patch(
+    err: &[f64],
+    w: usize,
+    h: usize,
+    k: usize,
+    masked: Option<&[bool]>,
+    sum: &mut Vec<f64>,
+    cnt: &mut Vec<u32>,
+) -> Option<f64> {
     // Integral images of the error and of the unmasked count, (h+1)×(w+1).
     let (iw, ih) = (w + 1, h + 1);
-    let mut sum = vec![0f64; iw * ih];
-    let mut cnt = vec![0u32; iw * ih];
+    sum.clear();
+    sum.resize(iw * ih, 0.0);
+    cnt.clear();
+    cnt.resize(iw * ih, 0);
     for y in 0..h {
         let (mut rs, mut rc) = (0f64, 0u32);
         for x in 0..w {
@@ -120,12 +163,12 @@ fn worst_patch(err: &[f64], w: usize, h: usize, k: usize, masked: Option<&[bool]
         }
     }
     let stride = (k / 2).max(1);
+    // Window starts at the stride, and always one flush with the far edge.
     let starts = |len: usize| {
-        let mut v: Vec<usize> = (0..=len - k).step_by(stride).collect();
-        if v.last() != Some(&(len - k)) {
-            v.push(len - k);
-        }
-        v
+        let last = len - k;
+        (0..=last)
+            .step_by(stride)
+            .chain((!last.is_multiple_of(stride)).then_some(last))
     };
     let need = (k * k).div_ceil(2) as u32;
     let mut best: Option<f64> = None;

@@ -109,7 +109,7 @@ pub struct ZoneMap {
 }
 
 /// One connected region of above-threshold error.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Region {
     /// Bounding box (x0, y0, x1, y1), inclusive, in grid pixels.
     pub bbox: [usize; 4],

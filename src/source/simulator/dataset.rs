@@ -379,6 +379,12 @@ fn write_frame(
     w.flush().map_err(|e| SourceError::io(path, e))
 }
 
+/// The camera (fixed-pattern noise) seed of every clip of dataset `seed`: a live simulated
+/// camera with this seed looks like that dataset's camera.
+pub fn camera_seed(dataset_seed: u64) -> u64 {
+    derive(dataset_seed, 0xCA3E)
+}
+
 fn write_clip(cfg: &DatasetConfig, plan: &ClipPlan) -> Result<ClipRecord, SourceError> {
     let config = SimConfig {
         width: cfg.width,
@@ -388,7 +394,7 @@ fn write_clip(cfg: &DatasetConfig, plan: &ClipPlan) -> Result<ClipRecord, Source
         date: plan.date,
         start_hour: plan.start_seconds as f32 / 3600.0,
         clock: Clock::UnixEpoch,
-        camera_seed: derive(cfg.seed, 0xCA3E),
+        camera_seed: camera_seed(cfg.seed),
         name: Some(plan.rel_dir().display().to_string()),
         ..SimConfig::default()
     };

@@ -8,6 +8,7 @@
 //! function of the seeds: the same seed gives the same bytes on every platform.
 
 mod actors;
+mod camera;
 pub mod dataset;
 mod draw;
 mod rng;
@@ -18,6 +19,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
+pub use camera::Gray8Camera;
 pub use dataset::{plan_clips, write_dataset, ClipPlan, DatasetConfig, DatasetSummary, Split};
 pub use scene::SceneConditions;
 pub use sensor::{GrayWindow, SensorEvent, SensorEventKind};
@@ -169,8 +171,11 @@ pub struct SimConfig {
     pub height: u32,
     /// Frames in the clip (1 per second of scene time).
     pub frames: usize,
-    /// Anomalies to stage, spread over the clip in this order; empty for a normal clip.
+    /// Anomalies to stage, spread over the clip after the lead-in in this order; empty for a
+    /// normal clip.
     pub anomalies: Vec<AnomalyKind>,
+    /// Frames at the start where no anomaly is staged (a normal lead-in, e.g. for a demo).
+    pub lead_in: usize,
     /// Date of the clip (used for Unix timestamps).
     pub date: SimDate,
     /// Local time at the first frame, hours since midnight (sets day/night levels and traffic).
@@ -196,6 +201,7 @@ impl Default for SimConfig {
             height: 288,
             frames: 120,
             anomalies: Vec::new(),
+            lead_in: 0,
             date: SimDate {
                 year: 2020,
                 month: 8,
@@ -228,6 +234,12 @@ impl SimConfig {
         }
         if self.frames == 0 {
             return bad("a clip needs at least one frame".into());
+        }
+        if !self.anomalies.is_empty() && self.lead_in > 0 && self.lead_in + 8 > self.frames {
+            return bad(format!(
+                "a lead-in of {} frames leaves too little of a {}-frame clip for the anomalies",
+                self.lead_in, self.frames
+            ));
         }
         if !(0.0..24.0).contains(&self.start_hour) {
             return bad(format!("start hour {} is not in 0..24", self.start_hour));
@@ -341,12 +353,13 @@ impl HarborSimulator {
         let mut arng = Rng::new(derive(seed, 5));
         let kinds = sim.config.anomalies.clone();
         let (n, total) = (kinds.len().max(1) as f32, sim.config.frames as f32);
+        let lead = sim.config.lead_in as f32;
         for (e, kind) in kinds.into_iter().enumerate() {
-            let part = total / n;
+            let part = (total - lead) / n;
             let mut placed = None;
             for _ in 0..12 {
-                let ts =
-                    (e as f32 * part + part * arng.range(0.08, 0.6)).min((total - 2.0).max(0.0));
+                let ts = (lead + e as f32 * part + part * arng.range(0.08, 0.6))
+                    .min((total - 2.0).max(0.0));
                 let (staged, variant) = actors::anomaly(kind, e, ts, &view, &cond, &mut arng);
                 let visible = sim.visibility(&staged, e);
                 if visible.iter().any(|&v| v) {

@@ -1,0 +1,170 @@
+//! Counting-allocator test of the on-device loop: after warm-up, processing a frame — guards,
+//! history, preprocessing, the score, events, drift, the memory update — allocates nothing in
+//! our code. tract's own forward pass still allocates its intermediate tensors on every run
+//! (its CPU plan has no arena); the test counts those separately, reports them, and checks that
+//! they are the same every frame and that the heap does not grow.
+//!
+//! One test in this binary, so no other test thread allocates while it counts.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use thermal_edge::engine::{open_scorer, Backend, EngineError, MemoryState, ScoreOutput, Scorer};
+use thermal_edge::export::bundle::Bundle;
+use thermal_edge::frame::guard::GuardConfig;
+use thermal_edge::frame::ThermalFrame;
+use thermal_edge::model::ModelConfig;
+use thermal_edge::pipeline::{Identity, LoopSettings, Pipeline};
+use thermal_edge::score::calibration::Calibration;
+use thermal_edge::score::drift::DriftConfig;
+use thermal_edge::score::zones::ZoneMap;
+use thermal_edge::source::simulator::{dataset::camera_seed, Gray8Camera, SimConfig};
+use thermal_edge::source::FrameSource;
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        LIVE_BYTES.fetch_add(layout.size() as i64, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        LIVE_BYTES.fetch_add(layout.size() as i64, Ordering::Relaxed);
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        LIVE_BYTES.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+static ENGINE_ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+/// Wraps the real scorer and books the allocations made inside its forward pass.
+struct Booked(Box<dyn Scorer>);
+
+impl Scorer for Booked {
+    fn backend(&self) -> Backend {
+        self.0.backend()
+    }
+    fn config(&self) -> &ModelConfig {
+        self.0.config()
+    }
+    fn score(&mut self, stack: &[f32]) -> Result<ScoreOutput, EngineError> {
+        self.0.score(stack)
+    }
+    fn score_into(&mut self, stack: &[f32], out: &mut ScoreOutput) -> Result<(), EngineError> {
+        let before = ALLOCS.load(Ordering::Relaxed);
+        let r = self.0.score_into(stack, out);
+        ENGINE_ALLOCS.fetch_add(ALLOCS.load(Ordering::Relaxed) - before, Ordering::Relaxed);
+        r
+    }
+    fn memory_state(&self) -> &MemoryState {
+        self.0.memory_state()
+    }
+    fn memory_state_mut(&mut self) -> &mut MemoryState {
+        self.0.memory_state_mut()
+    }
+}
+
+#[test]
+fn the_loop_allocates_nothing_per_frame_after_warm_up_outside_the_tract_forward_pass() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/harbor-edge-s");
+    let bundle = Bundle::open(&dir).unwrap();
+    let cal = Calibration::from_table(bundle.manifest().calibration.as_ref().expect("calibrated"))
+        .unwrap();
+    let cfg = bundle.config().clone();
+    let scorer = Booked(open_scorer(&bundle, Backend::TractF32, 1).unwrap());
+    let zones = ZoneMap::new(Vec::new(), &[], cfg.width, cfg.height).unwrap();
+    let id = Identity {
+        site: "test".into(),
+        camera: "cam".into(),
+        model: "m".into(),
+    };
+    let mut p = Pipeline::new(
+        id,
+        Box::new(scorer),
+        &cal,
+        zones,
+        LoopSettings::default(),
+        GuardConfig::default(),
+        &DriftConfig::default(),
+        1,
+        1,
+    )
+    .unwrap();
+    // A quiet normal night scene without camera artefacts (the one tests/run_loop.rs guards),
+    // rendered up front so the simulator's own allocations do not count.
+    let sim = SimConfig {
+        frames: 60,
+        start_hour: 22.0,
+        clock: thermal_edge::frame::Clock::UnixEpoch,
+        camera_seed: camera_seed(2024),
+        sensor_artifacts: false,
+        ..SimConfig::default()
+    };
+    let mut cam = Gray8Camera::new(sim, 11).unwrap();
+    let mut frames = Vec::new();
+    let mut f = ThermalFrame::zeroed(1, 1, Default::default());
+    while cam.next_into(&mut f).unwrap() {
+        frames.push(f.clone());
+    }
+    let mut alerts = Vec::with_capacity(16);
+    let warm_up = 20;
+    let mut own = Vec::new();
+    let mut engine = Vec::new();
+    let mut live = Vec::new();
+    for (i, frame) in frames.iter().enumerate() {
+        let (a0, e0) = (
+            ALLOCS.load(Ordering::Relaxed),
+            ENGINE_ALLOCS.load(Ordering::Relaxed),
+        );
+        p.process(frame, 0, &mut |a| alerts.push(a)).unwrap();
+        let (a1, e1) = (
+            ALLOCS.load(Ordering::Relaxed),
+            ENGINE_ALLOCS.load(Ordering::Relaxed),
+        );
+        if i >= warm_up {
+            own.push((a1 - a0) - (e1 - e0));
+            engine.push(e1 - e0);
+            live.push(LIVE_BYTES.load(Ordering::Relaxed));
+        }
+    }
+    assert!(alerts.is_empty(), "a quiet scene raised {alerts:?}");
+    assert!(
+        p.counters().scored as usize >= frames.len() - warm_up,
+        "{:?}",
+        p.counters()
+    );
+    println!(
+        "per frame after warm-up: our code {:?} allocations; tract forward pass {}–{} allocations",
+        own.iter().max(),
+        engine.iter().min().unwrap(),
+        engine.iter().max().unwrap()
+    );
+    assert!(own.iter().all(|&n| n == 0), "our code allocated: {own:?}");
+    // tract allocates the same tensors every run, and frees them: no growth.
+    assert_eq!(engine.iter().min(), engine.iter().max(), "{engine:?}");
+    let (first, last) = (live[0], *live.last().unwrap());
+    assert!(
+        (last - first).abs() < 64 * 1024,
+        "live heap moved from {first} to {last} bytes"
+    );
+}
