@@ -48,7 +48,7 @@ edge simulate --out "$tmp/sim" --train-clips 0 --test-clips 1 --seed 3 --frames 
 clip=$(find "$tmp/sim/test" -mindepth 2 -maxdepth 2 -type d | head -n 1)
 [ -n "$clip" ] || die "simulate wrote no test clip"
 
-# The replay. Switch to `edge-cli run --replay ...` once the on-device loop exists.
+# The replay: per-frame scores (infer), and the on-device loop (run) below.
 replay() {
   local backend=$1 out
   out=$(edge infer --bundle "$bundle" --source "$clip" --backend "$backend" --max-frames "$frames")
@@ -64,3 +64,14 @@ for backend in tract-int8 tract-f32; do
   ms=$((($(date +%s%N) - start) / 1000000))
   printf '%s under qemu (%s): %d.%01d s\n' "$backend" "$QEMU_CPU" $((ms / 1000)) $((ms % 1000 / 100))
 done
+
+# The on-device loop on the same clip: guards, score, events, health record, exit 0.
+start=$(date +%s%N)
+out=$(edge run --replay "$clip" --backend tract-int8 --speed 0 --json --health-every 1000 \
+  --data-dir "$tmp/data")
+ms=$((($(date +%s%N) - start) / 1000000))
+health=$(grep '"kind":"health"' <<<"$out" | tail -n 1)
+echo "$health"
+grep -q "\"frames_in\":$frames," <<<"$health" || die "run: expected $frames frames in"
+grep -q "\"scored\":$((frames - 4))," <<<"$health" || die "run: expected $((frames - 4)) frames scored"
+printf 'edge-cli run (tract-int8) under qemu (%s): %d.%01d s\n' "$QEMU_CPU" $((ms / 1000)) $((ms % 1000 / 100))

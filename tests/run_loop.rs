@@ -1,16 +1,21 @@
 //! The on-device loop end to end with the shipped model and its calibration: camera artefacts
 //! (a frozen stretch, a global offset step) raise no event because the guards hold them back —
 //! and do raise one with the guards off, so the guards are what keeps them quiet — while a
-//! simulated anomaly does raise one, after a quiet normal lead-in.
+//! simulated anomaly does raise one, after a quiet normal lead-in. A camera that fails is
+//! reported and reopened.
 
 use std::ops::Range;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use thermal_edge::alert::{Alert, AlertKind};
+use thermal_edge::alert::{Alert, AlertKind, Sink, SinkError};
 use thermal_edge::engine::{open_scorer, Backend};
 use thermal_edge::export::bundle::Bundle;
 use thermal_edge::frame::guard::GuardConfig;
 use thermal_edge::frame::ThermalFrame;
+use thermal_edge::pipeline::runner::{self, RunOptions, SourceFactory};
 use thermal_edge::pipeline::{FrameOutcome, Identity, LoopSettings, Pipeline};
 use thermal_edge::score::calibration::Calibration;
 use thermal_edge::score::drift::DriftConfig;
@@ -181,4 +186,122 @@ fn frozen_frames_and_an_offset_step_raise_no_event_but_an_anomaly_does() {
             truck.last_frame
         );
     }
+}
+
+/// Frames from a camera that fails once (a USB unplug) after `fail_at` frames.
+struct Unplugged {
+    inner: Gray8Camera,
+    fail_at: Option<u64>,
+    read: u64,
+}
+
+impl FrameSource for Unplugged {
+    fn info(&self) -> &SourceInfo {
+        self.inner.info()
+    }
+
+    fn next_into(&mut self, frame: &mut ThermalFrame) -> Result<bool, SourceError> {
+        if self.fail_at == Some(self.read) {
+            return Err(SourceError::io(
+                "/dev/video0",
+                std::io::Error::other("device unplugged"),
+            ));
+        }
+        self.read += 1;
+        self.inner.next_into(frame)
+    }
+}
+
+/// A live camera whose first connection fails after 20 frames.
+struct FlakyCamera {
+    opens: usize,
+}
+
+impl SourceFactory for FlakyCamera {
+    fn open(&mut self) -> Result<Box<dyn FrameSource>, SourceError> {
+        self.opens += 1;
+        Ok(Box::new(Unplugged {
+            inner: camera(Vec::new(), 100, 0, 11, false),
+            fail_at: (self.opens == 1).then_some(20),
+            read: 0,
+        }))
+    }
+
+    fn live(&self) -> bool {
+        true
+    }
+
+    fn describe(&self) -> String {
+        "flaky camera".into()
+    }
+}
+
+/// Collects what the loop delivers.
+struct Collect(Arc<Mutex<Vec<Alert>>>);
+
+impl Sink for Collect {
+    fn name(&self) -> &str {
+        "collect"
+    }
+
+    fn deliver(&mut self, alert: &Alert) -> Result<(), SinkError> {
+        self.0.lock().unwrap().push(alert.clone());
+        Ok(())
+    }
+}
+
+#[test]
+fn a_camera_fault_raises_a_health_alert_and_the_loop_reconnects() {
+    let bundle = bundle();
+    let cal = Calibration::from_table(bundle.manifest().calibration.as_ref().unwrap()).unwrap();
+    let cfg = bundle.config().clone();
+    let scorer = open_scorer(&bundle, Backend::TractF32, 1).unwrap();
+    let zones = ZoneMap::new(Vec::new(), &[], cfg.width, cfg.height).unwrap();
+    let id = Identity {
+        site: "test".into(),
+        camera: "cam".into(),
+        model: "m".into(),
+    };
+    let mut p = Pipeline::new(
+        id,
+        scorer,
+        &cal,
+        zones,
+        LoopSettings::default(),
+        GuardConfig::default(),
+        &DriftConfig::default(),
+        1,
+        1,
+    )
+    .unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(Collect(Arc::clone(&got)))];
+    let mut factory = FlakyCamera { opens: 0 };
+    let opts = RunOptions {
+        max_frames: Some(60),
+        health_every: Duration::from_secs(3600),
+        ..RunOptions::default()
+    };
+    let stop = AtomicBool::new(false);
+    let report = runner::run(&mut p, &mut factory, &mut sinks, &opts, &stop);
+    assert_eq!(factory.opens, 2, "the camera was not reopened");
+    let c = report.health.counters;
+    assert_eq!(c.camera_faults, 1);
+    assert_eq!(c.frames_in, 60);
+    // Scoring resumed after the reconnect (the history restarted: 4 warm-up frames again).
+    assert!(c.scored >= 60 - 8, "{c:?}");
+    let alerts = got.lock().unwrap();
+    let fault = alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::Health && a.detail.as_ref().unwrap()["camera"] == "fault")
+        .expect("a health alert for the fault");
+    let error = fault.detail.as_ref().unwrap()["error"].as_str().unwrap();
+    assert!(
+        error.contains("device unplugged") && error.contains("/dev/video0"),
+        "{error}"
+    );
+    // The final health record says the loop ran to its frame limit, streaming.
+    let last = alerts.last().unwrap();
+    assert_eq!(last.kind, AlertKind::Health);
+    assert_eq!(last.detail.as_ref().unwrap()["camera"], "streaming");
 }
