@@ -6,21 +6,19 @@
 //!
 //! One test in this binary, so no other test thread allocates while it counts.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use thermal_edge::engine::{open_scorer, Backend, EngineError, MemoryState, ScoreOutput, Scorer};
-use thermal_edge::export::bundle::Bundle;
 use thermal_edge::frame::guard::GuardConfig;
 use thermal_edge::frame::ThermalFrame;
 use thermal_edge::model::ModelConfig;
-use thermal_edge::pipeline::{Identity, LoopSettings, Pipeline};
-use thermal_edge::score::calibration::Calibration;
-use thermal_edge::score::drift::DriftConfig;
-use thermal_edge::score::zones::ZoneMap;
 use thermal_edge::source::simulator::{dataset::camera_seed, Gray8Camera, SimConfig};
 use thermal_edge::source::FrameSource;
+
+use common::{bundle, calibration, pipeline};
 
 struct Counting;
 
@@ -86,30 +84,10 @@ impl Scorer for Booked {
 
 #[test]
 fn the_loop_allocates_nothing_per_frame_after_warm_up_outside_the_tract_forward_pass() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/harbor-edge-s");
-    let bundle = Bundle::open(&dir).unwrap();
-    let cal = Calibration::from_table(bundle.manifest().calibration.as_ref().expect("calibrated"))
-        .unwrap();
-    let cfg = bundle.config().clone();
+    let bundle = bundle();
+    let cal = calibration(&bundle);
     let scorer = Booked(open_scorer(&bundle, Backend::TractF32, 1).unwrap());
-    let zones = ZoneMap::new(Vec::new(), &[], cfg.width, cfg.height).unwrap();
-    let id = Identity {
-        site: "test".into(),
-        camera: "cam".into(),
-        model: "m".into(),
-    };
-    let mut p = Pipeline::new(
-        id,
-        Box::new(scorer),
-        &cal,
-        zones,
-        LoopSettings::default(),
-        GuardConfig::default(),
-        &DriftConfig::default(),
-        1,
-        1,
-    )
-    .unwrap();
+    let mut p = pipeline(Box::new(scorer), &cal, GuardConfig::default());
     // A quiet normal night scene without camera artefacts (the one tests/run_loop.rs guards),
     // rendered up front so the simulator's own allocations do not count.
     let sim = SimConfig {

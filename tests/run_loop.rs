@@ -5,27 +5,21 @@
 //! reported and reopened.
 
 use std::ops::Range;
-use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use thermal_edge::alert::{Alert, AlertKind, Sink, SinkError};
 use thermal_edge::engine::{open_scorer, Backend};
-use thermal_edge::export::bundle::Bundle;
 use thermal_edge::frame::guard::GuardConfig;
 use thermal_edge::frame::ThermalFrame;
 use thermal_edge::pipeline::runner::{self, RunOptions, SourceFactory};
-use thermal_edge::pipeline::{FrameOutcome, Identity, LoopSettings, Pipeline};
-use thermal_edge::score::calibration::Calibration;
-use thermal_edge::score::drift::DriftConfig;
-use thermal_edge::score::zones::ZoneMap;
+use thermal_edge::pipeline::FrameOutcome;
 use thermal_edge::source::simulator::{dataset::camera_seed, AnomalyKind, Gray8Camera, SimConfig};
 use thermal_edge::source::{FrameSource, SourceError, SourceInfo};
 
-fn bundle() -> Bundle {
-    Bundle::open(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models/harbor-edge-s")).unwrap()
-}
+mod common;
+use common::{bundle, calibration, pipeline};
 
 /// The shipped model's simulated camera at night; `artefacts`: with its own FFC events.
 fn camera(
@@ -86,32 +80,9 @@ impl FrameSource for Artefacts {
 /// Runs the loop over `source`; returns the anomaly alerts and how many frames were paused.
 fn run(source: &mut dyn FrameSource, guard: GuardConfig) -> (Vec<Alert>, u64) {
     let bundle = bundle();
-    let table = bundle
-        .manifest()
-        .calibration
-        .clone()
-        .expect("the shipped bundle is calibrated");
-    let cal = Calibration::from_table(&table).unwrap();
-    let cfg = bundle.config().clone();
+    let cal = calibration(&bundle);
     let scorer = open_scorer(&bundle, Backend::TractF32, 1).unwrap();
-    let zones = ZoneMap::new(Vec::new(), &[], cfg.width, cfg.height).unwrap();
-    let id = Identity {
-        site: "test".into(),
-        camera: "cam".into(),
-        model: "m".into(),
-    };
-    let mut p = Pipeline::new(
-        id,
-        scorer,
-        &cal,
-        zones,
-        LoopSettings::default(),
-        guard,
-        &DriftConfig::default(),
-        1,
-        1,
-    )
-    .unwrap();
+    let mut p = pipeline(scorer, &cal, guard);
     let mut alerts = Vec::new();
     let mut frame = ThermalFrame::zeroed(1, 1, Default::default());
     let mut paused = 0;
@@ -253,27 +224,9 @@ impl Sink for Collect {
 #[test]
 fn a_camera_fault_raises_a_health_alert_and_the_loop_reconnects() {
     let bundle = bundle();
-    let cal = Calibration::from_table(bundle.manifest().calibration.as_ref().unwrap()).unwrap();
-    let cfg = bundle.config().clone();
+    let cal = calibration(&bundle);
     let scorer = open_scorer(&bundle, Backend::TractF32, 1).unwrap();
-    let zones = ZoneMap::new(Vec::new(), &[], cfg.width, cfg.height).unwrap();
-    let id = Identity {
-        site: "test".into(),
-        camera: "cam".into(),
-        model: "m".into(),
-    };
-    let mut p = Pipeline::new(
-        id,
-        scorer,
-        &cal,
-        zones,
-        LoopSettings::default(),
-        GuardConfig::default(),
-        &DriftConfig::default(),
-        1,
-        1,
-    )
-    .unwrap();
+    let mut p = pipeline(scorer, &cal, GuardConfig::default());
     let got = Arc::new(Mutex::new(Vec::new()));
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(Collect(Arc::clone(&got)))];
     let mut factory = FlakyCamera { opens: 0 };

@@ -322,6 +322,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         health_every: Duration::from_secs_f64(cfg.health.every_s),
         health_to_sinks: cfg.health.to_sinks,
         status_png: status_png.clone(),
+        status_fbdev: cfg.display.fbdev.clone(),
         status_every: Duration::from_secs_f64(cfg.display.every_s.unwrap_or(10.0).max(0.1)),
         data_dir: cfg.data_dir.clone(),
         max_backoff: Duration::from_secs(30),

@@ -46,6 +46,8 @@ pub struct RunOptions {
     pub health_to_sinks: bool,
     /// Write the status screen to this PNG every `status_every`.
     pub status_png: Option<PathBuf>,
+    /// Draw the status screen on this Linux framebuffer (`fbdev` feature) every `status_every`.
+    pub status_fbdev: Option<PathBuf>,
     /// Status screen interval (wall time).
     pub status_every: Duration,
     /// The data directory (alert numbering state, snapshots).
@@ -66,6 +68,7 @@ impl Default for RunOptions {
             health_every: Duration::from_secs(60),
             health_to_sinks: true,
             status_png: None,
+            status_fbdev: None,
             status_every: Duration::from_secs(10),
             data_dir: None,
             max_backoff: Duration::from_secs(30),
@@ -224,6 +227,21 @@ pub fn run(
     let mut backoff = Duration::from_secs(1);
     let mut last_health = Instant::now();
     let mut last_status: Option<Instant> = None;
+    let mut screen = if opts.status_png.is_some() || opts.status_fbdev.is_some() {
+        match super::status::StatusScreen::new(
+            opts.status_png.clone(),
+            opts.status_fbdev.as_deref(),
+        ) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                // The loop matters more than its screen.
+                log::warn!("status screen disabled: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let mut frames_read = 0u64;
     let mut ready = false;
     let mut t_us = 0i64;
@@ -322,10 +340,10 @@ pub fn run(
         if out.pending.len() > before {
             out.deliver(pipeline);
         }
-        if let Some(path) = &opts.status_png {
+        if let Some(screen) = &mut screen {
             if last_status.is_none_or(|t| t.elapsed() >= opts.status_every) {
                 last_status = Some(Instant::now());
-                if let Err(e) = super::status::write_status_png(pipeline, &frame, path) {
+                if let Err(e) = screen.update(pipeline, &frame) {
                     log::warn!("status screen: {e}");
                 }
             }

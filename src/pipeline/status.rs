@@ -10,16 +10,64 @@ use crate::frame::ThermalFrame;
 /// Size of the status screen PNG (a common small HDMI/SPI panel).
 pub const STATUS_SIZE: (u32, u32) = (480, 320);
 
-/// Renders the status screen of `pipeline` showing `frame` and writes it to `path` (atomically:
-/// [`Canvas::save_png`] renames a finished file into place).
-pub fn write_status_png(
-    pipeline: &Pipeline<'_>,
-    frame: &ThermalFrame,
-    path: &Path,
-) -> Result<(), DisplayError> {
-    let mut canvas = Canvas::new(STATUS_SIZE.0, STATUS_SIZE.1)?;
-    render_into(pipeline, frame, &mut canvas)?;
-    canvas.save_png(path)
+/// Where the status screen goes: a PNG file, a Linux framebuffer, or both. The canvas is
+/// allocated once.
+pub struct StatusScreen {
+    canvas: Canvas,
+    png: Option<std::path::PathBuf>,
+    #[cfg(feature = "fbdev")]
+    fb: Option<crate::display::Framebuffer>,
+}
+
+impl StatusScreen {
+    /// A screen writing `png` and/or drawing on the framebuffer device `fbdev` (which needs
+    /// the `fbdev` feature; the canvas then takes the screen's size).
+    pub fn new(
+        png: Option<std::path::PathBuf>,
+        fbdev: Option<&Path>,
+    ) -> Result<Self, DisplayError> {
+        #[cfg(feature = "fbdev")]
+        {
+            let fb = fbdev.map(crate::display::Framebuffer::open).transpose()?;
+            let (w, h) = fb.as_ref().map_or(STATUS_SIZE, |f| (f.width(), f.height()));
+            Ok(Self {
+                canvas: Canvas::new(w, h)?,
+                png,
+                fb,
+            })
+        }
+        #[cfg(not(feature = "fbdev"))]
+        {
+            if let Some(dev) = fbdev {
+                return Err(DisplayError::Device {
+                    path: dev.to_path_buf(),
+                    detail: "this build has no framebuffer support (build with --features fbdev)"
+                        .into(),
+                });
+            }
+            Ok(Self {
+                canvas: Canvas::new(STATUS_SIZE.0, STATUS_SIZE.1)?,
+                png,
+            })
+        }
+    }
+
+    /// Draws the current state and shows it.
+    pub fn update(
+        &mut self,
+        pipeline: &Pipeline<'_>,
+        frame: &ThermalFrame,
+    ) -> Result<(), DisplayError> {
+        render_into(pipeline, frame, &mut self.canvas)?;
+        #[cfg(feature = "fbdev")]
+        if let Some(fb) = &mut self.fb {
+            fb.present(&self.canvas)?;
+        }
+        if let Some(p) = &self.png {
+            self.canvas.save_png(p)?;
+        }
+        Ok(())
+    }
 }
 
 /// Renders the status screen into `canvas` (also for a framebuffer).
