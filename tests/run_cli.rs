@@ -142,12 +142,25 @@ every_s = 1.0
         .unwrap();
     assert_eq!(frames, 600);
     eprintln!("RSS KiB over the run: {rss:?}; open fds: {fds:?}");
-    // After the first record (model loaded, buffers sized), memory stays within 4 MiB and the
-    // descriptor count does not change, although snapshots and status screens were written.
-    let base = rss[1];
+    // After the first record (model loaded, buffers sized) memory does not trend upwards:
+    // the last quarter's median stays within 2 MiB of the first quarter's. Writing a
+    // snapshot or a status screen briefly takes a few MiB (image buffers), so single
+    // records may peak; they stay within 16 MiB. The descriptor count does not change,
+    // although snapshots and status screens were written.
+    let median = |v: &[u64]| {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    let q = ((rss.len() - 1) / 4).max(1);
+    let (early, late) = (median(&rss[1..1 + q]), median(&rss[rss.len() - q..]));
     assert!(
-        rss[1..].iter().all(|&r| r <= base + 4096),
-        "RSS grew: {rss:?}"
+        late <= early + 2048,
+        "RSS grew from {early} to {late} KiB: {rss:?}"
+    );
+    assert!(
+        rss[1..].iter().all(|&r| r <= rss[1] + 16 * 1024),
+        "RSS peaked: {rss:?}"
     );
     assert!(
         fds[1..].iter().all(|&n| n == fds[1]),
