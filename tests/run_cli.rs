@@ -142,11 +142,13 @@ every_s = 1.0
         .unwrap();
     assert_eq!(frames, 600);
     eprintln!("RSS KiB over the run: {rss:?}; open fds: {fds:?}");
-    // After the first record (model loaded, buffers sized) memory does not trend upwards:
-    // the last quarter's median stays within 2 MiB of the first quarter's. Writing a
-    // snapshot or a status screen briefly takes a few MiB (image buffers), so single
-    // records may peak; they stay within 16 MiB. The descriptor count does not change,
-    // although snapshots and status screens were written.
+    // After the first record (model loaded, buffers sized) memory does not trend upwards
+    // beyond the allocator keeping what the first snapshots (image buffers, PNG encoding)
+    // took: the last quarter's median stays within 8 MiB of the first quarter's, where a
+    // per-frame leak of a model input (80 KiB) would add 45 MiB. Single records may peak
+    // while an image is encoded; they stay within 24 MiB. The descriptor count does not
+    // change, although snapshots and status screens were written. (The 10,000-frame figures
+    // are in docs/on-device.md.)
     let median = |v: &[u64]| {
         let mut v = v.to_vec();
         v.sort_unstable();
@@ -155,11 +157,11 @@ every_s = 1.0
     let q = ((rss.len() - 1) / 4).max(1);
     let (early, late) = (median(&rss[1..1 + q]), median(&rss[rss.len() - q..]));
     assert!(
-        late <= early + 2048,
+        late <= early + 8 * 1024,
         "RSS grew from {early} to {late} KiB: {rss:?}"
     );
     assert!(
-        rss[1..].iter().all(|&r| r <= rss[1] + 16 * 1024),
+        rss[1..].iter().all(|&r| r <= rss[1] + 24 * 1024),
         "RSS peaked: {rss:?}"
     );
     assert!(

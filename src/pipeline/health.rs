@@ -1,7 +1,7 @@
 //! The loop's health record: counters, latency percentiles over a fixed window, camera state,
 //! backend, model, drift, uptime. Published every N seconds to the log and the sinks.
 
-use heapless::HistoryBuffer;
+use heapless::HistoryBuf;
 
 /// Frames whose latency the percentiles cover.
 pub const LATENCY_WINDOW: usize = 256;
@@ -9,7 +9,7 @@ pub const LATENCY_WINDOW: usize = 256;
 /// Per-frame latencies (µs) of the last [`LATENCY_WINDOW`] scored frames, without allocating.
 #[derive(Debug, Clone, Default)]
 pub struct LatencyWindow {
-    buf: HistoryBuffer<u32, LATENCY_WINDOW>,
+    buf: HistoryBuf<u32, LATENCY_WINDOW>,
 }
 
 impl LatencyWindow {

@@ -11,7 +11,7 @@ pub mod status;
 
 use std::path::PathBuf;
 
-use heapless::HistoryBuffer;
+use heapless::HistoryBuf;
 
 use crate::alert::{ulid, Alert, AlertKind, AnomalyInfo, ALERT_SCHEMA_VERSION};
 use crate::engine::{split_stack, EngineError, FrameStack, ScoreOutput, Scorer};
@@ -127,7 +127,7 @@ pub struct Pipeline<'a> {
     events: EventDetector,
     threshold: f64,
     guard: FrameGuard,
-    scores: HistoryBuffer<f32, SCORE_HISTORY>,
+    scores: HistoryBuf<f32, SCORE_HISTORY>,
     last_regime: &'a str,
     next_seq: u64,
     counters: Counters,
@@ -192,7 +192,7 @@ impl<'a> Pipeline<'a> {
             events,
             threshold,
             guard: FrameGuard::new(guard),
-            scores: HistoryBuffer::new(),
+            scores: HistoryBuf::new(),
             last_regime: "",
             next_seq: next_seq.max(1),
             counters: Counters::default(),
