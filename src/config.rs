@@ -271,6 +271,31 @@ impl Default for AlertsSection {
     }
 }
 
+/// The durable outbox every alert passes through (`<data_dir>/outbox/outbox.sqlite`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxSection {
+    /// Store alerts before delivery (needs a data directory).
+    pub enabled: bool,
+    /// Most alerts kept; when full, undelivered updates and health records go first.
+    pub max_alerts: usize,
+    /// Longest wait between delivery retries to a failing sink, seconds.
+    pub max_backoff_s: f64,
+    /// Hours an alert every sink has taken is kept (for inspection).
+    pub retention_h: f64,
+}
+
+impl Default for OutboxSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_alerts: 20_000,
+            max_backoff_s: 300.0,
+            retention_h: 168.0,
+        }
+    }
+}
+
 /// One configuration file of `edge-cli run` as written: every section optional, so that a
 /// board profile and a site file can each hold a part (the site file wins where both do).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -306,6 +331,8 @@ pub struct RunConfigFile {
     pub display: Option<DisplaySection>,
     /// Alert sinks.
     pub alerts: Option<AlertsSection>,
+    /// The durable outbox.
+    pub outbox: Option<OutboxSection>,
     /// Masked areas.
     #[serde(default)]
     pub mask: Vec<Mask>,
@@ -343,6 +370,8 @@ pub struct RunConfig {
     pub display: DisplaySection,
     /// Alert sinks.
     pub alerts: AlertsSection,
+    /// The durable outbox.
+    pub outbox: OutboxSection,
     /// Masks and zones.
     pub site_zones: SiteConfig,
 }
@@ -421,6 +450,7 @@ impl RunConfig {
             health: f.health.unwrap_or_default(),
             display: f.display.unwrap_or_default(),
             alerts: f.alerts.unwrap_or_default(),
+            outbox: f.outbox.unwrap_or_default(),
             site_zones,
         };
         let bad = |message: String| {
@@ -449,6 +479,14 @@ impl RunConfig {
         }
         if let Err(e) = cfg.model.backend.parse::<crate::engine::Backend>() {
             return bad(format!("model.backend: {e}"));
+        }
+        if !(cfg.outbox.max_backoff_s > 0.0 && cfg.outbox.retention_h >= 0.0)
+            || cfg.outbox.max_alerts < 16
+        {
+            return bad(format!(
+                "outbox: max_backoff_s {} must be > 0, retention_h {} ≥ 0 and max_alerts {} ≥ 16",
+                cfg.outbox.max_backoff_s, cfg.outbox.retention_h, cfg.outbox.max_alerts
+            ));
         }
         if cfg.events.min_frames == 0 {
             return bad("events.min_frames must be at least 1".into());

@@ -62,6 +62,21 @@ fn the_demo_alerts_on_the_staged_anomaly_and_not_in_the_lead_in() {
     let seqs: Vec<u64> = alerts.iter().map(|a| a["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
     assert!(data.path().join("state.json").is_file());
+    // Every alert went through the durable outbox and was delivered to stdout.
+    let outbox = thermal_edge::alert::outbox::Outbox::open(
+        &data.path().join("outbox"),
+        thermal_edge::alert::outbox::OutboxConfig {
+            sinks: vec!["stdout".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let stats = outbox.stats().unwrap();
+    assert_eq!(stats.stored, alerts.len() as u64, "{stats:?}");
+    assert!(
+        stats.pending.iter().all(|(_, n)| *n == 0),
+        "undelivered: {stats:?}"
+    );
     assert!(
         stderr.contains("point it at a real camera") || stderr.contains("To watch a real camera"),
         "{stderr}"

@@ -236,7 +236,7 @@ fn a_camera_fault_raises_a_health_alert_and_the_loop_reconnects() {
         ..RunOptions::default()
     };
     let stop = AtomicBool::new(false);
-    let report = runner::run(&mut p, &mut factory, &mut sinks, &opts, &stop);
+    let report = runner::run(&mut p, &mut factory, &mut sinks, None, &opts, &stop);
     assert_eq!(factory.opens, 2, "the camera was not reopened");
     let c = report.health.counters;
     assert_eq!(c.camera_faults, 1);

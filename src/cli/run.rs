@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use crate::alert::outbox::{Outbox, OutboxConfig};
 use crate::alert::stdout::StdoutSink;
 use crate::alert::Sink;
 use crate::config::{RunConfig, SimulatorSource, SourceConfig};
@@ -269,13 +270,43 @@ pub fn run(a: &RunArgs) -> Result<()> {
         std::fs::create_dir_all(d)
             .with_context(|| format!("creating the data directory {}", d.display()))?;
     }
-    let numbering = match &cfg.data_dir {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if cfg.alerts.stdout {
+        sinks.push(Box::new(StdoutSink::new(cfg.alerts.json)));
+    }
+    let mut outbox = match (&cfg.data_dir, cfg.outbox.enabled) {
+        (Some(d), true) => {
+            let dir = d.join("outbox");
+            let ob = Outbox::open(
+                &dir,
+                OutboxConfig {
+                    sinks: sinks.iter().map(|s| s.name().to_string()).collect(),
+                    max_alerts: cfg.outbox.max_alerts,
+                    max_backoff: Duration::from_secs_f64(cfg.outbox.max_backoff_s),
+                    ..OutboxConfig::default()
+                },
+            )
+            .with_context(|| format!("opening the alert outbox in {}", dir.display()))?;
+            Some(ob)
+        }
+        (None, true) => {
+            log::warn!("no data directory: alerts are not stored before delivery (set data_dir)");
+            None
+        }
+        _ => None,
+    };
+    let mut numbering = match &cfg.data_dir {
         Some(d) => Numbering::load(d).map_err(anyhow::Error::msg)?,
         None => Numbering {
             next_seq: 1,
             next_event: 1,
         },
     };
+    if let Some(ob) = &outbox {
+        // The outbox is written before state.json: after a crash it may know a later number.
+        let stored = ob.next_seq(&cfg.camera).context("reading the outbox")?;
+        numbering.next_seq = numbering.next_seq.max(stored);
+    }
     let mut pipeline = Pipeline::new(
         Identity {
             site: cfg.site.clone(),
@@ -293,10 +324,6 @@ pub fn run(a: &RunArgs) -> Result<()> {
     )?;
     if cfg.alerts.snapshots {
         pipeline.set_data_dir(cfg.data_dir.clone());
-    }
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    if cfg.alerts.stdout {
-        sinks.push(Box::new(StdoutSink::new(cfg.alerts.json)));
     }
     let mut source = factory(&cfg.source)?;
     let status_png = cfg
@@ -327,6 +354,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         data_dir: cfg.data_dir.clone(),
         max_backoff: Duration::from_secs(30),
         log_alerts: !cfg.alerts.stdout,
+        outbox_retention: Duration::from_secs_f64(cfg.outbox.retention_h * 3600.0),
     };
     let stop = runner::stop_flag().context("installing the SIGINT/SIGTERM handlers")?;
     eprintln!(
@@ -343,7 +371,14 @@ pub fn run(a: &RunArgs) -> Result<()> {
             "as fast as possible".into()
         }
     );
-    let report = runner::run(&mut pipeline, source.as_mut(), &mut sinks, &opts, &stop);
+    let report = runner::run(
+        &mut pipeline,
+        source.as_mut(),
+        &mut sinks,
+        outbox.as_mut(),
+        &opts,
+        &stop,
+    );
     let h = &report.health;
     let anomalies = report
         .alerts

@@ -12,6 +12,7 @@ use super::health::{CameraState, HealthRecord};
 use super::notify::Notifier;
 use super::schedule::{Offer, Pacer, Scheduler};
 use super::{FrameOutcome, Pipeline};
+use crate::alert::outbox::{deliver_pending, Outbox};
 use crate::alert::{Alert, AlertKind, Sink};
 use crate::frame::ThermalFrame;
 use crate::source::{FrameSource, SourceError};
@@ -56,6 +57,8 @@ pub struct RunOptions {
     pub max_backoff: Duration,
     /// Log alerts and health records at info level (off when a stdout sink prints them).
     pub log_alerts: bool,
+    /// How long the outbox keeps alerts every sink has taken.
+    pub outbox_retention: Duration,
 }
 
 impl Default for RunOptions {
@@ -73,6 +76,7 @@ impl Default for RunOptions {
             data_dir: None,
             max_backoff: Duration::from_secs(30),
             log_alerts: true,
+            outbox_retention: Duration::from_secs(7 * 86_400),
         }
     }
 }
@@ -154,6 +158,7 @@ fn sleep_unless(stop: &AtomicBool, d: Duration) {
 
 struct Delivery<'s> {
     sinks: &'s mut [Box<dyn Sink>],
+    outbox: Option<&'s mut Outbox>,
     data_dir: Option<PathBuf>,
     log_level: log::Level,
     pending: Vec<Alert>,
@@ -175,6 +180,7 @@ impl Delivery<'_> {
                 log::warn!("{e}");
             }
         }
+        let mut direct = Vec::new();
         for alert in self.pending.drain(..) {
             match self
                 .by_kind
@@ -187,12 +193,36 @@ impl Delivery<'_> {
             if alert.kind != AlertKind::Health {
                 log::log!(self.log_level, "{}", alert.summary());
             }
+            match self.outbox.as_deref_mut() {
+                // Stored (and fsynced) before any sink sees it.
+                Some(outbox) => {
+                    if let Err(e) = outbox.append(&alert) {
+                        log::error!("alert {}: {e}; handing it to the sinks directly", alert.id);
+                        direct.push(alert);
+                    }
+                }
+                None => direct.push(alert),
+            }
+        }
+        for alert in &direct {
             for sink in self.sinks.iter_mut() {
-                if let Err(e) = sink.deliver(&alert) {
+                if let Err(e) = sink.deliver(alert) {
                     pipeline.counters_mut().sink_errors += 1;
                     log::warn!("alert {}: {e}", alert.id);
                 }
             }
+        }
+        self.retry(pipeline);
+    }
+
+    /// Hands the outbox's due alerts to the sinks (new ones, and retries of failed ones).
+    fn retry(&mut self, pipeline: &mut Pipeline<'_>) {
+        let Some(outbox) = self.outbox.as_deref_mut() else {
+            return;
+        };
+        match deliver_pending(outbox, self.sinks, now_us() / 1000) {
+            Ok(stats) => pipeline.counters_mut().sink_errors += stats.failed(),
+            Err(e) => log::error!("outbox delivery: {e}"),
         }
     }
 }
@@ -202,6 +232,7 @@ pub fn run(
     pipeline: &mut Pipeline<'_>,
     factory: &mut dyn SourceFactory,
     sinks: &mut [Box<dyn Sink>],
+    outbox: Option<&mut Outbox>,
     opts: &RunOptions,
     stop: &AtomicBool,
 ) -> RunReport {
@@ -212,6 +243,7 @@ pub fn run(
     let mut pacer = Pacer::new(if live { 0.0 } else { opts.speed });
     let mut out = Delivery {
         sinks,
+        outbox,
         data_dir: opts.data_dir.clone(),
         log_level: if opts.log_alerts {
             log::Level::Info
@@ -226,6 +258,8 @@ pub fn run(
     let mut source: Option<Box<dyn FrameSource>> = None;
     let mut backoff = Duration::from_secs(1);
     let mut last_health = Instant::now();
+    let mut last_retry = Instant::now();
+    let mut last_prune = Instant::now();
     let mut last_status: Option<Instant> = None;
     let mut screen = if opts.status_png.is_some() || opts.status_fbdev.is_some() {
         match super::status::StatusScreen::new(
@@ -257,6 +291,20 @@ pub fn run(
         }
         let now = Instant::now();
         notifier.pet(now);
+        if now.duration_since(last_retry) >= Duration::from_secs(1) {
+            last_retry = now;
+            out.retry(pipeline);
+            if now.duration_since(last_prune) >= Duration::from_secs(3600) {
+                last_prune = now;
+                if let Some(o) = out.outbox.as_deref_mut() {
+                    match o.prune(now_us() / 1000, opts.outbox_retention) {
+                        Ok(n) if n > 0 => log::info!("outbox: pruned {n} delivered alerts"),
+                        Ok(_) => {}
+                        Err(e) => log::warn!("outbox: {e}"),
+                    }
+                }
+            }
+        }
         if now.duration_since(last_health) >= opts.health_every {
             last_health = now;
             emit_health(pipeline, &mut out, opts, started, camera, t_us);
@@ -375,11 +423,26 @@ fn emit_health(
     t_us: i64,
 ) {
     let record = pipeline.health(started.elapsed().as_secs_f64(), camera);
+    let outbox = out.outbox.as_deref().and_then(|o| match o.stats() {
+        Ok(s) => Some(serde_json::json!({
+            "stored": s.stored,
+            "pending": s.pending.iter().map(|(k, n)| (k.clone(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
+            "dropped": s.dropped.iter().map(|(k, n)| (k.clone(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
+            "refused": s.refused.iter().map(|(k, n)| (k.clone(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
+        })),
+        Err(e) => {
+            log::warn!("outbox: {e}");
+            None
+        }
+    });
     log::log!(out.log_level, "health: {}", record.summary());
     if opts.health_to_sinks {
         let mut detail = serde_json::to_value(&record).unwrap_or_default();
         if let Some(obj) = detail.as_object_mut() {
             obj.insert("summary".into(), record.summary().into());
+            if let Some(o) = outbox {
+                obj.insert("outbox".into(), o);
+            }
         }
         let alert = pipeline.health_alert(t_us, now_us(), detail);
         out.pending.push(alert);
