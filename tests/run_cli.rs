@@ -216,3 +216,28 @@ fn sigterm_finishes_the_frame_and_exits_cleanly() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("stopped by signal"), "{err}");
 }
+
+#[test]
+fn a_camera_source_without_v4l_support_is_a_clear_startup_error() {
+    if cfg!(feature = "v4l") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site.toml");
+    std::fs::write(
+        &site,
+        "[source]\nkind = \"camera\"\ndevice = \"/dev/video0\"\n",
+    )
+    .unwrap();
+    let out = edge_cli()
+        .args(["run", "--config"])
+        .arg(&site)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/dev/video0") && err.contains("--features v4l"),
+        "{err}"
+    );
+}

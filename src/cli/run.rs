@@ -326,6 +326,13 @@ pub fn run(a: &RunArgs) -> Result<()> {
         pipeline.set_data_dir(cfg.data_dir.clone());
     }
     let mut source = factory(&cfg.source)?;
+    if source.live() && !cfg!(feature = "v4l") {
+        // Not a transient fault to retry: this binary can never open the camera.
+        bail!(
+            "{} is a camera, but this edge-cli was built without V4L2 support: rebuild with `cargo build --release --features v4l`",
+            source.describe()
+        );
+    }
     let status_png = cfg
         .display
         .png
@@ -365,10 +372,12 @@ pub fn run(a: &RunArgs) -> Result<()> {
         cfg.model.bundle.display(),
         backend,
         pipeline.threshold(),
-        if cfg.sampling.speed > 0.0 {
+        if source.live() {
+            format!("live, one frame every {} s", cfg.sampling.period_s)
+        } else if cfg.sampling.speed > 0.0 {
             format!("replay at {}× real time", cfg.sampling.speed)
         } else {
-            "as fast as possible".into()
+            "replay as fast as possible".into()
         }
     );
     let report = runner::run(
