@@ -1,6 +1,8 @@
 //! Alerts: the versioned JSON records the board hands to its sinks (stdout, and later the
 //! durable outbox, MQTT and the serial line), and the [`Sink`] seam they go through.
 
+pub mod nmea;
+pub mod serial;
 pub mod stdout;
 
 use std::fmt::Write as _;
