@@ -1,7 +1,10 @@
-//! Alerts: the versioned JSON records the board hands to its sinks (stdout, and later the
-//! durable outbox, MQTT and the serial line), and the [`Sink`] seam they go through.
+//! Alerts: the versioned JSON records the board hands to its sinks, the [`Sink`] seam they go
+//! through, the durable outbox in front of the sinks, the stdout sink, and the serial line's
+//! NMEA codec and sink (MQTT comes next).
 
+pub mod nmea;
 pub mod outbox;
+pub mod serial;
 pub mod stdout;
 
 use std::fmt::Write as _;
