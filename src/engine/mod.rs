@@ -566,7 +566,7 @@ pub struct RunSummary {
 }
 
 /// Mean temperature of a radiometric frame in °C (None for other units).
-fn scene_celsius(frame: &ThermalFrame) -> Option<f32> {
+pub fn scene_celsius(frame: &ThermalFrame) -> Option<f32> {
     if frame.meta.units != crate::frame::Units::Centikelvin || frame.pixels().is_empty() {
         return None;
     }

@@ -134,7 +134,6 @@ pub struct Pipeline<'a> {
     latency: LatencyWindow,
     snapshot_dir: Option<PathBuf>,
     data_dir: Option<PathBuf>,
-    last_update_peak: f64,
     compensated: Option<ThermalFrame>,
 }
 
@@ -199,7 +198,6 @@ impl<'a> Pipeline<'a> {
             latency: LatencyWindow::default(),
             snapshot_dir: None,
             data_dir: None,
-            last_update_peak: f64::NEG_INFINITY,
             compensated: None,
             scorer,
         })
@@ -331,7 +329,7 @@ impl<'a> Pipeline<'a> {
             )
         };
         let distance = f64::from(self.out.feature_distance);
-        let scene_c = scene_celsius(frame);
+        let scene_c = crate::engine::scene_celsius(frame).map(f64::from);
         let t_us = frame.meta.timestamp_us;
         let (score, regime) = self.regime.push(t_us, scene_c, psnr, distance)?;
         self.last_regime = regime;
@@ -419,9 +417,6 @@ impl<'a> Pipeline<'a> {
         };
         if kind == AlertKind::AnomalyUpdate && !self.settings.updates {
             return;
-        }
-        if kind == AlertKind::AnomalyStart {
-            self.last_update_peak = u.peak_score;
         }
         let regions = if kind == AlertKind::AnomalyEnd {
             Vec::new()
@@ -544,15 +539,6 @@ impl<'a> Pipeline<'a> {
             snapshot: Vec::new(),
         }
     }
-}
-
-/// Mean temperature of a radiometric frame in °C (None for other units).
-fn scene_celsius(frame: &ThermalFrame) -> Option<f64> {
-    if frame.meta.units != Units::Centikelvin || frame.pixels().is_empty() {
-        return None;
-    }
-    let sum: u64 = frame.pixels().iter().map(|&p| u64::from(p)).sum();
-    Some(sum as f64 / frame.pixels().len() as f64 / 100.0 - 273.15)
 }
 
 /// Temperatures (°C) sampled at the model grid's pixel centres (radiometric frames only).
