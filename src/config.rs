@@ -249,7 +249,7 @@ pub struct DisplaySection {
     pub fbdev: Option<PathBuf>,
 }
 
-/// Where alerts go (MQTT and serial come with the alert-delivery milestone).
+/// Where alerts go: stdout, an MQTT broker (`[alerts.mqtt]`), a serial line (`[alerts.serial]`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsSection {
@@ -259,6 +259,12 @@ pub struct AlertsSection {
     pub json: bool,
     /// Write snapshots (PNG + raw 16-bit crop) for each event start.
     pub snapshots: bool,
+    /// Publish to an MQTT broker (present = on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<crate::alert::mqtt::MqttSection>,
+    /// NMEA 0183 sentences on a serial port (present = on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial: Option<crate::alert::serial::SerialConfig>,
 }
 
 impl Default for AlertsSection {
@@ -267,6 +273,8 @@ impl Default for AlertsSection {
             stdout: true,
             json: false,
             snapshots: true,
+            mqtt: None,
+            serial: None,
         }
     }
 }
@@ -604,6 +612,42 @@ polygon = [[0.1, 0.1], [0.3, 0.1], [0.3, 0.3]]
         // The same file serves as calibrate's --site file.
         let zones = SiteConfig::load(&site).unwrap();
         assert_eq!(zones.zones.len(), 1);
+    }
+
+    #[test]
+    fn alert_sinks_are_configured_in_alerts_mqtt_and_alerts_serial() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = dir.path().join("site.toml");
+        std::fs::write(
+            &site,
+            r#"
+[alerts.mqtt]
+host = "mqtt.harbor.lan"
+username = "edge"
+password_env = "MQTT_PASS"
+[alerts.serial]
+port = "/dev/ttyUSB0"
+baud = 38400
+parity = "even"
+"#,
+        )
+        .unwrap();
+        let c = RunConfig::load(None, Some(&site)).unwrap();
+        let m = c.alerts.mqtt.as_ref().unwrap();
+        assert_eq!(m.host, "mqtt.harbor.lan");
+        assert_eq!(m.password_env.as_deref(), Some("MQTT_PASS"));
+        assert_eq!(m.discovery_prefix, "homeassistant");
+        let s = c.alerts.serial.as_ref().unwrap();
+        assert_eq!((s.port.as_str(), s.baud), ("/dev/ttyUSB0", 38400));
+        // A typo in a sink's section names the file and the key.
+        std::fs::write(
+            &site,
+            "[alerts.mqtt]
+hots = \"x\"\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", RunConfig::load(None, Some(&site)).unwrap_err());
+        assert!(e.contains("site.toml") && e.contains("hots"), "{e}");
     }
 
     #[test]

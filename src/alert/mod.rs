@@ -1,7 +1,9 @@
 //! Alerts: the versioned JSON records the board hands to its sinks, the [`Sink`] seam they go
 //! through, the durable outbox in front of the sinks, the stdout sink, and the serial line's
-//! NMEA codec and sink (MQTT comes next).
+//! NMEA codec and sink, and the MQTT sink.
 
+pub mod listen;
+pub mod mqtt;
 pub mod nmea;
 pub mod outbox;
 pub mod serial;
@@ -165,6 +167,12 @@ pub trait Sink: Send {
     /// Delivers whatever is pending (shutdown).
     fn flush(&mut self) -> Result<(), SinkError> {
         Ok(())
+    }
+
+    /// True once after the sink (re)connected to its consumer: the loop then re-sends the
+    /// outbox's backlog at once instead of waiting out the retry backoff.
+    fn reconnected(&mut self) -> bool {
+        false
     }
 }
 

@@ -685,6 +685,20 @@ impl Outbox {
         Ok(Some(next))
     }
 
+    /// Makes every alert still owed to `sink` due now (the sink reconnected: waiting out the
+    /// backoff would only delay the backlog). Returns how many are owed.
+    pub fn retry_now(&mut self, sink: &str) -> Result<usize, OutboxError> {
+        self.conn
+            .execute(
+                "UPDATE deliveries SET next_try_ms = 0 WHERE sink = ?1 AND delivered = 0",
+                [sink],
+            )
+            .map_err(sql(
+                &self.path,
+                &format!("reset the retry times of sink {sink}"),
+            ))
+    }
+
     /// Deletes alerts delivered to every configured sink that were raised more than
     /// `retention` before `now_ms`; returns how many went.
     pub fn prune(&mut self, now_ms: i64, retention: Duration) -> Result<usize, OutboxError> {
@@ -822,6 +836,144 @@ impl Outbox {
     }
 }
 
+/// One sink's backlog, as [`inspect`] reads it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SinkBacklog {
+    /// Sink name.
+    pub sink: String,
+    /// Alerts delivered and still kept.
+    pub delivered: u64,
+    /// Alerts not yet delivered.
+    pub pending: u64,
+    /// Sequence number and camera of the oldest undelivered alert.
+    pub oldest_pending: Option<(String, u64)>,
+    /// Most attempts spent on one undelivered alert.
+    pub max_attempts: u64,
+    /// The latest error recorded for an undelivered alert.
+    pub last_error: Option<String>,
+}
+
+/// What an outbox holds, read without changing anything (`edge-cli listen --outbox`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OutboxReport {
+    /// Database file.
+    pub path: PathBuf,
+    /// Alerts stored.
+    pub stored: u64,
+    /// Highest sequence number stored per camera.
+    pub last_seq: Vec<(String, u64)>,
+    /// Per sink.
+    pub sinks: Vec<SinkBacklog>,
+    /// Drops, refusals, evictions and quarantines ever counted.
+    pub counters: Vec<(String, u64)>,
+}
+
+/// Reads an outbox's state read-only: safe while `edge-cli run` writes it, and it never
+/// prunes, migrates or creates anything.
+pub fn inspect(dir: &Path) -> Result<OutboxReport, OutboxError> {
+    let path = dir.join(OUTBOX_FILE);
+    if !path.is_file() {
+        return Err(OutboxError::Invalid {
+            path,
+            detail: "no outbox database here (is this the data directory's outbox/ folder?)".into(),
+        });
+    }
+    let what = "inspect (read-only)";
+    let conn = Connection::open_with_flags(
+        &path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sql(&path, what))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql(&path, what))?;
+    let version: i64 = conn
+        .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+        .map_err(sql(&path, what))?;
+    if version != OUTBOX_SCHEMA_VERSION {
+        return Err(OutboxError::Invalid {
+            path,
+            detail: format!(
+                "table layout version {version}, this edge-cli reads {OUTBOX_SCHEMA_VERSION}"
+            ),
+        });
+    }
+    let u = |n: i64| n.max(0) as u64;
+    let stored: i64 = conn
+        .query_row("SELECT count(*) FROM alerts", [], |r| r.get(0))
+        .map_err(sql(&path, what))?;
+    let pairs = |q: &str| -> Result<Vec<(String, u64)>, OutboxError> {
+        let mut stmt = conn.prepare(q).map_err(sql(&path, what))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(sql(&path, what))?;
+        rows.map(|r| r.map(|(k, n)| (k, u(n))).map_err(sql(&path, what)))
+            .collect()
+    };
+    let last_seq = pairs("SELECT camera, last_seq FROM sequences ORDER BY camera")?;
+    let counters = pairs("SELECT name, count FROM counters ORDER BY name")?;
+    let mut sinks = Vec::new();
+    {
+        let mut stmt = conn
+            .prepare(
+                "SELECT sink, sum(delivered = 1), sum(delivered = 0),
+                        coalesce(max(CASE WHEN delivered = 0 THEN attempts END), 0)
+                 FROM deliveries GROUP BY sink ORDER BY sink",
+            )
+            .map_err(sql(&path, what))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(sql(&path, what))?;
+        for row in rows {
+            let (sink, delivered, pending, attempts) = row.map_err(sql(&path, what))?;
+            sinks.push(SinkBacklog {
+                sink,
+                delivered: u(delivered),
+                pending: u(pending),
+                oldest_pending: None,
+                max_attempts: u(attempts),
+                last_error: None,
+            });
+        }
+    }
+    for s in &mut sinks {
+        if s.pending == 0 {
+            continue;
+        }
+        s.oldest_pending = conn
+            .query_row(
+                "SELECT a.camera, a.seq FROM deliveries d JOIN alerts a ON a.id = d.alert_id
+                 WHERE d.sink = ?1 AND d.delivered = 0 ORDER BY a.n LIMIT 1",
+                [&s.sink],
+                |r| Ok((r.get::<_, String>(0)?, u(r.get::<_, i64>(1)?))),
+            )
+            .optional()
+            .map_err(sql(&path, what))?;
+        s.last_error = conn
+            .query_row(
+                "SELECT d.last_error FROM deliveries d JOIN alerts a ON a.id = d.alert_id
+                 WHERE d.sink = ?1 AND d.delivered = 0 AND d.last_error IS NOT NULL
+                 ORDER BY a.n DESC LIMIT 1",
+                [&s.sink],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map_err(sql(&path, what))?;
+    }
+    Ok(OutboxReport {
+        path,
+        stored: u(stored),
+        last_seq,
+        sinks,
+        counters,
+    })
+}
+
 /// The wait after the `(failed_before + 1)`-th failure.
 fn backoff_ms(cfg: &OutboxConfig, failed_before: i64) -> i64 {
     let init = i64::try_from(cfg.initial_backoff.as_millis()).unwrap_or(i64::MAX);
@@ -902,7 +1054,7 @@ fn remove(tx: &Connection, n: i64, id: &str) -> rusqlite::Result<()> {
 
 /// Hands every due alert to each sink in order, acknowledging what a sink took and recording
 /// a failure (with backoff) at the first alert it refused; that sink is then left alone until
-/// the retry time. Unreadable rows are quarantined so they cannot block the rest.
+/// the retry time, or until it reports [`Sink::reconnected`]. Unreadable rows are quarantined so they cannot block the rest.
 pub fn deliver_pending(
     outbox: &mut Outbox,
     sinks: &mut [Box<dyn Sink>],
@@ -917,6 +1069,13 @@ pub fn deliver_pending(
                 sink: name,
                 configured: outbox.cfg.sinks.join(", "),
             });
+        }
+        // A sink that reconnected gets its whole backlog now, whatever its retry times say.
+        if sink.reconnected() {
+            let n = outbox.retry_now(&name)?;
+            if n > 0 {
+                log::info!("outbox: sink {name} is back: re-sending {n} undelivered alerts");
+            }
         }
         let mut got = SinkDelivery {
             sink: name.clone(),

@@ -5,6 +5,7 @@ pub mod eval;
 pub mod export;
 pub mod infer;
 pub mod info;
+pub mod listen;
 pub mod run;
 pub mod simulate;
 pub mod train;
@@ -47,7 +48,7 @@ pub enum Command {
     /// Write a simulated harbor dataset (Thermal Rare Event layout) with labelled anomalies.
     Simulate(simulate::SimulateArgs),
     /// Receive alerts over MQTT or a serial line (the consumer side).
-    Listen(NotYet),
+    Listen(listen::ListenArgs),
     /// Describe a source or dataset: frames, size, units, value range, labels.
     Info(info::InfoArgs),
 }
@@ -89,6 +90,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Calibrate(a) => calibrate::run(&a),
         Command::Eval(a) => eval::run(&a),
         Command::Run(a) => run::run(&a),
+        Command::Listen(a) => listen::run(&a),
         _ => {
             eprintln!("edge-cli {name}: not yet available in this version of thermal-edge");
             return ExitCode::from(EXIT_USAGE);

@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use crate::alert::mqtt::{DeviceInfo, MqttSink};
 use crate::alert::outbox::{Outbox, OutboxConfig};
+use crate::alert::serial::SerialSink;
 use crate::alert::stdout::StdoutSink;
 use crate::alert::Sink;
 use crate::config::{RunConfig, SimulatorSource, SourceConfig};
@@ -273,6 +275,21 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if cfg.alerts.stdout {
         sinks.push(Box::new(StdoutSink::new(cfg.alerts.json)));
+    }
+    if let Some(m) = &cfg.alerts.mqtt {
+        let dev = DeviceInfo {
+            site: cfg.site.clone(),
+            camera: cfg.camera.clone(),
+            model: model_hash(&bundle, backend),
+        };
+        let sink = MqttSink::start(m, dev, cfg.data_dir.clone()).context("[alerts.mqtt]")?;
+        log::info!("MQTT: publishing under {}/", sink.topics().prefix);
+        sinks.push(Box::new(sink));
+    }
+    if let Some(s) = &cfg.alerts.serial {
+        let sink = SerialSink::start(s.clone())
+            .with_context(|| format!("[alerts.serial] on {}", s.port))?;
+        sinks.push(Box::new(sink));
     }
     let mut outbox = match (&cfg.data_dir, cfg.outbox.enabled) {
         (Some(d), true) => {
