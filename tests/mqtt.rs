@@ -884,3 +884,54 @@ fn tls_with_a_client_certificate_works_and_a_wrong_ca_is_named() {
         .to_string();
     assert!(e.contains("missing.pem"), "{e}");
 }
+
+/// Publishes one QoS 1 message as a separate client and waits for the broker's PUBACK.
+fn publish_once(port: u16, topic: &str, payload: &str) {
+    let (client, mut conn) = Client::new(MqttOptions::new("ha-core", "127.0.0.1", port), 8);
+    client
+        .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < end, "no PUBACK for {topic}");
+        if let Ok(Ok(Event::Incoming(Packet::PubAck(_)))) =
+            conn.recv_timeout(Duration::from_millis(100))
+        {
+            break;
+        }
+    }
+    let _ = client.try_disconnect();
+    let _ = conn.recv_timeout(Duration::from_millis(100));
+}
+
+#[test]
+fn home_assistant_coming_online_gets_the_discovery_configs_again() {
+    let port = rumqttd();
+    let sub = Subscriber::start(port, &["homeassistant/+/+/+/config"], "sub-ha", false);
+    let s = MqttSection {
+        discovery: true,
+        ..section(port, "edge/ha")
+    };
+    let _sink = MqttSink::start(&s, device(), None).unwrap();
+    sub.wait_for("four discovery configs", Duration::from_secs(10), |m| {
+        m.len() == 4
+    });
+    // Home Assistant restarted: its birth message asks every device to announce itself again.
+    publish_once(port, "homeassistant/status", "online");
+    sub.wait_for("the configs again", Duration::from_secs(10), |m| {
+        m.len() == 8
+    });
+    let msgs = sub.messages();
+    for (topic, payload) in &msgs {
+        let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        validate_discovery(topic.split('/').nth(1).unwrap(), &v)
+            .unwrap_or_else(|e| panic!("{topic}: {e}"));
+    }
+    let first: BTreeSet<&String> = msgs[..4].iter().map(|(t, _)| t).collect();
+    let again: BTreeSet<&String> = msgs[4..].iter().map(|(t, _)| t).collect();
+    assert_eq!(first, again);
+    // Anything else on the status topic is not a birth message.
+    publish_once(port, "homeassistant/status", "offline");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sub.messages().len(), 8);
+}

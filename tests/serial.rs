@@ -358,3 +358,93 @@ fn a_missing_port_is_retried_and_alerts_wait() {
         "{err}"
     );
 }
+
+/// Copies bytes both ways between two pty masters, so two programs can each open a slave by
+/// path as if a null-modem cable joined them.
+fn null_modem() -> (String, String) {
+    let (m1, _s1) = TTYPort::pair().expect("a pty pair");
+    let (m2, _s2) = TTYPort::pair().expect("a pty pair");
+    let (n1, n2) = (_s1.name().unwrap(), _s2.name().unwrap());
+    for (mut from, mut to) in [
+        (
+            m1.try_clone_native().unwrap(),
+            m2.try_clone_native().unwrap(),
+        ),
+        (m2, m1),
+    ] {
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            from.set_timeout(Duration::from_millis(20)).unwrap();
+            loop {
+                match from.read(&mut buf) {
+                    Ok(0) => std::thread::sleep(Duration::from_millis(5)),
+                    Ok(n) => {
+                        if to.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                    // A slave with nobody holding it open reads as EIO: wait for the reopen.
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+    }
+    // Keep the slaves open for the test's lifetime so the masters never see a hang-up.
+    std::mem::forget(_s1);
+    std::mem::forget(_s2);
+    (n1, n2)
+}
+
+#[test]
+fn edge_cli_listen_receives_and_acknowledges_alerts_on_a_serial_line() {
+    let (board_end, panel_end) = null_modem();
+    let mut sink = SerialSink::start(config(&board_end)).unwrap();
+    let listen = std::process::Command::new(env!("CARGO_BIN_EXE_edge-cli"))
+        .args([
+            "listen",
+            "--json",
+            "--count",
+            "3",
+            "--timeout",
+            "30",
+            "--baud",
+            "115200",
+        ])
+        .arg("--serial")
+        .arg(&panel_end)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let alerts = [
+        alert(1, "pier", "pier-end"),
+        alert(2, "quay", "ramp"),
+        alert(3, &"c".repeat(60), &"z".repeat(60)),
+    ];
+    for a in &alerts {
+        sink.deliver(a).unwrap();
+    }
+    // Delivered only once `listen` acknowledged every one.
+    let s = wait_sink(&sink, "acknowledgements from edge-cli listen", |s| {
+        s.pending == 0
+    });
+    assert_eq!(s.link.delivered, 3, "{s:?}");
+    let out = listen.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let printed: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Each alert printed once, repeats dropped as duplicates.
+    assert_eq!(printed.len(), 3, "{printed:?}\n{stderr}");
+    for (p, a) in printed.iter().zip(&alerts) {
+        assert_eq!(p["id"], a.id.as_str());
+        assert_eq!(p["seq"], a.seq);
+        // Long names are shortened on the wire, as the protocol document says.
+        assert_eq!(p["camera"], AlertRecord::from_alert(a).camera.as_str());
+        assert_eq!(p["kind"], "anomaly-start");
+    }
+    assert!(stderr.contains("3 alerts"), "{stderr}");
+}
