@@ -17,7 +17,7 @@
 //! failure.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -313,6 +313,38 @@ impl Drop for Subscriber {
     }
 }
 
+/// Starts `edge-cli listen` and returns once it says it subscribed; the thread collects the
+/// rest of its stderr.
+fn spawn_listen(cmd: &mut Command) -> (Child, std::thread::JoinHandle<String>) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let handle = std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap_or_default();
+            if line.contains("listen: subscribed to") {
+                let _ = tx.send(());
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+        let _ = child.kill();
+        panic!(
+            "edge-cli listen did not subscribe:\n{}",
+            handle.join().unwrap()
+        );
+    }
+    (child, handle)
+}
+
 fn alert(seq: u64) -> Alert {
     let kind = match seq % 3 {
         1 => AlertKind::AnomalyStart,
@@ -373,8 +405,24 @@ fn thousand_alerts_through_outages(
     broker: &mut (dyn Outage + Send),
     subscriber: &Subscriber,
     prefix: &str,
+    listen_args: &[&str],
 ) {
     const N: u64 = 1000;
+    // `edge-cli listen` as a second consumer: it must print each of the 1,000 once.
+    let (listen, listen_err) = spawn_listen(
+        edge_cli()
+            .args([
+                "listen",
+                "--json",
+                "--count",
+                "1000",
+                "--timeout",
+                "180",
+                "--topic",
+            ])
+            .arg(format!("{prefix}/events"))
+            .args(listen_args),
+    );
     let dir = tempfile::tempdir().unwrap();
     let mut outbox = Outbox::open(
         dir.path(),
@@ -452,6 +500,20 @@ fn thousand_alerts_through_outages(
     let ids: BTreeSet<String> = got.keys().cloned().collect();
     assert_eq!(ids, expected, "the ids received differ from those sent");
     let dupes: usize = got.values().map(|n| n - 1).sum();
+    let out = listen.wait_with_output().unwrap();
+    let stderr = listen_err.join().unwrap();
+    assert!(out.status.success(), "edge-cli listen: {stderr}");
+    let printed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Alert>(l)
+                .expect("listen prints alerts")
+                .id
+        })
+        .collect();
+    let unique: BTreeSet<String> = printed.iter().cloned().collect();
+    assert_eq!(printed.len(), unique.len(), "listen printed a duplicate");
+    assert_eq!(unique, expected, "edge-cli listen: {stderr}");
     eprintln!(
         "1,000 alerts, 3 outages: all delivered in {:.1} s, {failures} failed attempts retried, \
          {dupes} duplicates (same id)",
@@ -466,7 +528,8 @@ fn a_thousand_alerts_survive_three_outages_of_an_in_process_broker() {
     // The subscriber talks to the broker directly; the publisher goes through the proxy.
     let sub = Subscriber::start(port, &["edge/a/#"], "sub-rumqttd", false);
     let proxy_port = proxy.port;
-    thousand_alerts_through_outages(proxy_port, &mut proxy, &sub, "edge/a");
+    let direct = format!("127.0.0.1:{port}");
+    thousand_alerts_through_outages(proxy_port, &mut proxy, &sub, "edge/a", &["--mqtt", &direct]);
 }
 
 #[test]
@@ -478,7 +541,15 @@ fn a_thousand_alerts_survive_three_mosquitto_restarts() {
     let mut m = Mosquitto::start(dir.path(), "");
     let port = m.port;
     let sub = Subscriber::start(port, &["edge/m/#"], "sub-mosquitto", true);
-    thousand_alerts_through_outages(port, &mut m, &sub, "edge/m");
+    let addr = format!("127.0.0.1:{port}");
+    let args = [
+        "--mqtt",
+        &addr,
+        "--persistent",
+        "--client-id",
+        "listen-mosquitto",
+    ];
+    thousand_alerts_through_outages(port, &mut m, &sub, "edge/m", &args);
 }
 
 fn write_site(dir: &Path, port: u16, extra: &str) -> PathBuf {
@@ -501,15 +572,11 @@ fn edge_cli_run_publishes_alerts_state_and_discovery_and_listen_receives_them() 
     let sub = Subscriber::start(port, &["#"], "sub-run", false);
     let dir = tempfile::tempdir().unwrap();
     let site = write_site(dir.path(), port, "");
-    let listen = edge_cli()
-        .args(["listen", "--json", "--timeout", "120", "--mqtt"])
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Give the listener time to subscribe (it prints nothing until then).
-    std::thread::sleep(Duration::from_secs(2));
+    let (listen, listen_err) = spawn_listen(
+        edge_cli()
+            .args(["listen", "--json", "--timeout", "120", "--mqtt"])
+            .arg(format!("127.0.0.1:{port}")),
+    );
     let out = edge_cli()
         .args(["run", "--speed", "20", "--config"])
         .arg(&site)
@@ -616,7 +683,7 @@ fn edge_cli_run_publishes_alerts_state_and_discovery_and_listen_receives_them() 
         unique.is_superset(&printed_ids),
         "listen missed alerts: {:?}\n{}",
         printed_ids.difference(&unique).collect::<Vec<_>>(),
-        String::from_utf8_lossy(&lo.stderr)
+        listen_err.join().unwrap()
     );
 
     // And `listen --outbox` reports the board's outbox: everything delivered to mqtt.

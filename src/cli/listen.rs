@@ -235,6 +235,13 @@ fn listen_mqtt(
                         .context("subscribing")?;
                 }
             }
+            Event::Incoming(Packet::SubAck(_)) => {
+                // Scripts (and tests) wait for this line before they expect alerts.
+                eprintln!(
+                    "listen: subscribed to {events_filter} on {}",
+                    broker.address()
+                );
+            }
             Event::Incoming(Packet::Publish(p)) => {
                 if p.topic.ends_with("/availability") {
                     let state = String::from_utf8_lossy(&p.payload);
