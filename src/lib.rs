@@ -4,6 +4,7 @@
 //! A lower module never imports a higher one.
 
 pub mod alert;
+pub mod alloc;
 pub mod cli;
 pub mod config;
 pub mod display;

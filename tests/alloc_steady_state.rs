@@ -1,8 +1,9 @@
 //! Counting-allocator test of the on-device loop: after warm-up, processing a frame — guards,
-//! history, preprocessing, the score, events, drift, the memory update — allocates nothing in
-//! our code. tract's own forward pass still allocates its intermediate tensors on every run
-//! (its CPU plan has no arena); the test counts those separately, reports them, and checks that
-//! they are the same every frame and that the heap does not grow.
+//! history, preprocessing, the forward pass, the score, events, drift, the memory update —
+//! makes no heap allocation. tract's forward pass allocates its intermediate tensors on every
+//! run (989 of them, 32 MB in all); with `PlannedAlloc` installed, as edge-cli installs it, the
+//! scorer's memory plan serves them from one arena, so the heap below sees none. The test
+//! counts what reaches the heap, separately for our code and for the forward pass.
 //!
 //! One test in this binary, so no other test thread allocates while it counts.
 
@@ -11,6 +12,7 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use thermal_edge::alloc::PlannedAlloc;
 use thermal_edge::engine::{open_scorer, Backend, EngineError, MemoryState, ScoreOutput, Scorer};
 use thermal_edge::frame::guard::GuardConfig;
 use thermal_edge::frame::ThermalFrame;
@@ -50,10 +52,12 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
+// Counting sits below the plan: it sees what reaches the heap.
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: PlannedAlloc<Counting> = PlannedAlloc::new(Counting);
 
 static ENGINE_ALLOCS: AtomicU64 = AtomicU64::new(0);
+static REPLAYED: AtomicU64 = AtomicU64::new(0);
 
 /// Wraps the real scorer and books the allocations made inside its forward pass.
 struct Booked(Box<dyn Scorer>);
@@ -72,6 +76,9 @@ impl Scorer for Booked {
         let before = ALLOCS.load(Ordering::Relaxed);
         let r = self.0.score_into(stack, out);
         ENGINE_ALLOCS.fetch_add(ALLOCS.load(Ordering::Relaxed) - before, Ordering::Relaxed);
+        if let Some(plan) = self.0.memory_plan() {
+            REPLAYED.store(plan.replayed, Ordering::Relaxed);
+        }
         r
     }
     fn memory_state(&self) -> &MemoryState {
@@ -83,7 +90,8 @@ impl Scorer for Booked {
 }
 
 #[test]
-fn the_loop_allocates_nothing_per_frame_after_warm_up_outside_the_tract_forward_pass() {
+fn the_loop_allocates_nothing_per_frame_after_warm_up() {
+    let _ = env_logger::builder().is_test(true).try_init();
     let bundle = bundle();
     let cal = calibration(&bundle);
     let scorer = Booked(open_scorer(&bundle, Backend::TractF32, 1).unwrap());
@@ -132,14 +140,18 @@ fn the_loop_allocates_nothing_per_frame_after_warm_up_outside_the_tract_forward_
         p.counters()
     );
     println!(
-        "per frame after warm-up: our code {:?} allocations; tract forward pass {}–{} allocations",
+        "per frame after warm-up: our code {:?} heap allocations; tract forward pass {:?} \
+         (served from the memory plan: {} frames)",
         own.iter().max(),
-        engine.iter().min().unwrap(),
-        engine.iter().max().unwrap()
+        engine.iter().max(),
+        REPLAYED.load(Ordering::Relaxed)
     );
     assert!(own.iter().all(|&n| n == 0), "our code allocated: {own:?}");
-    // tract allocates the same tensors every run, and frees them: no growth.
-    assert_eq!(engine.iter().min(), engine.iter().max(), "{engine:?}");
+    assert!(
+        engine.iter().all(|&n| n == 0),
+        "the forward pass reached the heap: {engine:?}"
+    );
+    assert!(REPLAYED.load(Ordering::Relaxed) as usize >= frames.len() - warm_up);
     let (first, last) = (live[0], *live.last().unwrap());
     assert!(
         (last - first).abs() < 64 * 1024,

@@ -5,9 +5,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 // Training allocates and frees many tensors of tens of MB per step; glibc hands them back to
-// the kernel each time and the page faults cost more than the arithmetic.
+// the kernel each time and the page faults cost more than the arithmetic. PlannedAlloc serves
+// tract's per-frame forward-pass allocations from a recorded plan (thermal_edge::alloc).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: thermal_edge::alloc::PlannedAlloc<mimalloc::MiMalloc> =
+    thermal_edge::alloc::PlannedAlloc::new(mimalloc::MiMalloc);
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();

@@ -409,6 +409,11 @@ pub trait Scorer: Send {
     /// The memory state, mutable.
     fn memory_state_mut(&mut self) -> &mut MemoryState;
 
+    /// What the forward pass's memory plan has done (backends that have one).
+    fn memory_plan(&self) -> Option<crate::alloc::PlanStats> {
+        None
+    }
+
     /// The current memory items, row-major (M×D).
     fn memory(&self) -> &[f32] {
         self.memory_state().items()

@@ -11,6 +11,7 @@ use tract_linalg::multithread::Executor;
 use tract_onnx::tract_core::prelude::RunOptions;
 
 use super::{fill_scores, split_stack, Backend, EngineError, MemoryState, ScoreOutput, Scorer};
+use crate::alloc::{MemoryPlan, PlanStats};
 use crate::export::bundle::Bundle;
 use crate::model::ModelConfig;
 
@@ -30,6 +31,8 @@ pub struct TractScorer {
     precision: Precision,
     cfg: ModelConfig,
     memory: MemoryState,
+    /// Serves the forward pass's per-frame allocations from one arena (see `crate::alloc`).
+    plan: MemoryPlan,
 }
 
 impl std::fmt::Debug for TractScorer {
@@ -86,6 +89,7 @@ impl TractScorer {
             precision,
             cfg: cfg.clone(),
             memory: MemoryState::new(cfg, memory)?,
+            plan: MemoryPlan::new(),
         })
     }
 }
@@ -141,24 +145,30 @@ impl Scorer for TractScorer {
     }
 
     fn score_into(&mut self, stack: &[f32], out: &mut ScoreOutput) -> Result<(), EngineError> {
-        let cfg = &self.cfg;
-        let (input, target) = split_stack(cfg, stack)?;
-        let shape = [1, cfg.input_channels(), cfg.height, cfg.width];
-        let (m, d) = self.memory.shape();
-        let frames = Tensor::from_shape(&shape, input).map_err(tract_err("input frames".into()))?;
-        let memory = Tensor::from_shape(&[m, d], self.memory.items())
-            .map_err(tract_err("input memory".into()))?;
-        let res = self
-            .model
-            .run(tvec!(frames.into_tvalue(), memory.into_tvalue()))
-            .map_err(tract_err("running the model".into()))?;
-        let (qh, qw) = cfg.query_size();
-        let n = qh * qw;
-        output_into(&res, 0, "pred", target.len(), &mut out.pred)?;
-        output_into(&res, 1, "queries", n * d, &mut out.queries)?;
-        output_into(&res, 2, "read_weights", n * m, &mut out.read_weights)?;
-        fill_scores(out, target, self.memory.items(), d);
-        Ok(())
+        let (cfg, model, memory) = (&self.cfg, &self.model, &self.memory);
+        self.plan.run(|| {
+            let (input, target) = split_stack(cfg, stack)?;
+            let shape = [1, cfg.input_channels(), cfg.height, cfg.width];
+            let (m, d) = memory.shape();
+            let frames =
+                Tensor::from_shape(&shape, input).map_err(tract_err("input frames".into()))?;
+            let mem = Tensor::from_shape(&[m, d], memory.items())
+                .map_err(tract_err("input memory".into()))?;
+            let res = model
+                .run(tvec!(frames.into_tvalue(), mem.into_tvalue()))
+                .map_err(tract_err("running the model".into()))?;
+            let (qh, qw) = cfg.query_size();
+            let n = qh * qw;
+            output_into(&res, 0, "pred", target.len(), &mut out.pred)?;
+            output_into(&res, 1, "queries", n * d, &mut out.queries)?;
+            output_into(&res, 2, "read_weights", n * m, &mut out.read_weights)?;
+            fill_scores(out, target, memory.items(), d);
+            Ok(())
+        })
+    }
+
+    fn memory_plan(&self) -> Option<PlanStats> {
+        Some(self.plan.stats())
     }
 
     fn memory_state(&self) -> &MemoryState {

@@ -106,6 +106,10 @@ pub struct HealthRecord {
     pub rss_kib: Option<u64>,
     /// Open file descriptors of the process (Linux; None elsewhere).
     pub open_fds: Option<usize>,
+    /// The forward pass's memory plan (tract backends): calls served from its arena, calls
+    /// that differed, arena size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_plan: Option<crate::alloc::PlanStats>,
 }
 
 /// Resident set size of this process in KiB, from `/proc/self/statm`.
