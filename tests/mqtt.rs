@@ -175,8 +175,13 @@ impl Mosquitto {
     /// `listener` lines go first; the rest is shared.
     fn start(dir: &Path, listener_conf: &str) -> Self {
         let port = free_port();
+        let anonymous = if listener_conf.contains("allow_anonymous") {
+            ""
+        } else {
+            "allow_anonymous true\n"
+        };
         let conf = format!(
-            "listener {port} 127.0.0.1\n{listener_conf}\nallow_anonymous true\n\
+            "listener {port} 127.0.0.1\n{listener_conf}\n{anonymous}\
              persistence true\npersistence_location {}/\nmax_queued_messages 100000\n\
              log_dest file {}/mosquitto.log\nuser root\n",
             dir.display(),
@@ -1001,4 +1006,47 @@ fn home_assistant_coming_online_gets_the_discovery_configs_again() {
     publish_once(port, "homeassistant/status", "offline");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(sub.messages().len(), 8);
+}
+
+#[test]
+fn credentials_come_from_the_environment_and_a_wrong_password_is_named() {
+    if !mosquitto_available("credentials_come_from_the_environment_and_a_wrong_password_is_named") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    let out = Command::new("mosquitto_passwd")
+        .args(["-c", "-b"])
+        .arg(&passwd)
+        .args(["edge-pier", "s3cret-harbor"])
+        .output()
+        .expect("running mosquitto_passwd");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = Mosquitto::start(
+        dir.path(),
+        &format!("password_file {}\nallow_anonymous false", passwd.display()),
+    );
+    let with = |env: &str| MqttSection {
+        username: Some("edge-pier".into()),
+        password_env: Some(env.into()),
+        ..section(m.port, "edge/auth")
+    };
+    std::env::set_var("THERMAL_EDGE_TEST_MQTT_GOOD", "s3cret-harbor");
+    std::env::set_var("THERMAL_EDGE_TEST_MQTT_BAD", "not-the-password");
+    let mut good = MqttSink::start(&with("THERMAL_EDGE_TEST_MQTT_GOOD"), device(), None).unwrap();
+    assert!(
+        good.wait_connected(Duration::from_secs(20)),
+        "the right password was refused:\n{}",
+        m.log()
+    );
+    good.deliver(&alert(1)).unwrap();
+    let mut bad = MqttSink::start(&with("THERMAL_EDGE_TEST_MQTT_BAD"), device(), None).unwrap();
+    assert!(!bad.wait_connected(Duration::from_secs(3)));
+    let e = bad.deliver(&alert(2)).unwrap_err().to_string();
+    assert!(e.contains("username and password"), "unclear error: {e}");
+    assert!(!e.contains("not-the-password"), "the password leaked: {e}");
 }
