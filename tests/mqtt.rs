@@ -711,6 +711,21 @@ fn edge_cli_run_publishes_alerts_state_and_discovery_and_listen_receives_them() 
         .expect("an mqtt sink in the outbox")
         .clone();
     assert_eq!(mqtt["pending"], 0, "{r}");
+    // The data directory itself works too.
+    let again = edge_cli()
+        .args(["listen", "--json", "--outbox"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&again.stdout).unwrap(),
+        r
+    );
     assert!(
         mqtt["delivered"].as_u64().unwrap() >= printed.len() as u64,
         "{r}"

@@ -18,7 +18,7 @@ use crate::alert::mqtt::{
     describe_connection_error, mqtt_options, read_password, tls_files, BrokerSettings,
 };
 use crate::alert::nmea::{Ack, AlertRecord, Parser, Reassembler, Sentence};
-use crate::alert::outbox::{inspect, OutboxReport};
+use crate::alert::outbox::{inspect, OutboxReport, OUTBOX_FILE};
 use crate::alert::serial::Parity;
 
 /// Arguments of `edge-cli listen`.
@@ -92,6 +92,13 @@ pub struct ListenArgs {
 /// Runs `edge-cli listen`.
 pub fn run(a: &ListenArgs) -> Result<()> {
     if let Some(dir) = &a.outbox {
+        // Accept the data directory too (the outbox lives in its `outbox/` folder).
+        let nested = dir.join("outbox");
+        let dir = if !dir.join(OUTBOX_FILE).exists() && nested.join(OUTBOX_FILE).exists() {
+            &nested
+        } else {
+            dir
+        };
         let report =
             inspect(dir).with_context(|| format!("reading the outbox in {}", dir.display()))?;
         print_report(&report, a.json)?;
