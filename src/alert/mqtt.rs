@@ -671,7 +671,7 @@ pub fn validate_discovery(component: &str, payload: &Value) -> Result<(), String
 pub struct CameraStatus {
     /// `idle` or `alert`.
     pub state: &'static str,
-    /// Score of the latest anomaly alert (0 before the first).
+    /// Score of the latest anomaly alert, or between events of the latest health record.
     pub score: f64,
     /// Threshold it was compared with.
     pub threshold: Option<f64>,
@@ -726,6 +726,19 @@ impl CameraStatus {
                     .reduce(f64::max);
             }
             AlertKind::Drift | AlertKind::Health => {
+                // Between events the score sensor follows the health records' latest score.
+                let mut changed = false;
+                if alert.kind == AlertKind::Health && self.event.is_none() {
+                    if let Some(s) = alert
+                        .detail
+                        .as_ref()
+                        .and_then(|d| d.get("last_score"))
+                        .and_then(Value::as_f64)
+                    {
+                        changed = s != self.score;
+                        self.score = s;
+                    }
+                }
                 // Drift alerts carry `state`; health records a line such as
                 // `ok (all: warming up)` whose first word is the state.
                 let key = if alert.kind == AlertKind::Drift {
@@ -733,23 +746,18 @@ impl CameraStatus {
                 } else {
                     "drift"
                 };
-                let Some(d) = alert
+                let state = alert
                     .detail
                     .as_ref()
                     .and_then(|d| d.get(key))
                     .and_then(Value::as_str)
-                else {
-                    return false;
-                };
-                let state = d
-                    .split([' ', '('])
-                    .next()
-                    .filter(|w| !w.is_empty())
-                    .unwrap_or("unknown");
-                if state == self.drift {
-                    return false;
+                    .and_then(|d| d.split([' ', '(']).next())
+                    .filter(|w| !w.is_empty());
+                match state {
+                    Some(state) if state != self.drift => self.drift = state.to_string(),
+                    _ if changed => {}
+                    _ => return false,
                 }
-                self.drift = state.to_string();
             }
         }
         self.seq = alert.seq;
@@ -1408,13 +1416,29 @@ mod tests {
         assert_eq!((s.state, s.event), ("idle", None));
         let mut health = anomaly(AlertKind::Health, 3, 0.0);
         health.anomaly = None;
-        health.detail = Some(json!({"drift": "ok"}));
+        health.detail = Some(json!({"drift": "ok (all: warming up)"}));
         assert!(s.apply(&health));
         assert_eq!(s.drift, "ok");
         assert!(
             !s.apply(&health),
             "an unchanged health record republishes nothing"
         );
+        // Between events the score follows the health records.
+        health.detail = Some(json!({"drift": "ok (all)", "last_score": 2.5}));
+        assert!(s.apply(&health), "a new score between events is published");
+        assert_eq!((s.state, s.score), ("idle", 2.5));
+        assert!(!s.apply(&health));
+        // During an event it does not: the event's own score stands.
+        assert!(s.apply(&anomaly(AlertKind::AnomalyStart, 4, 30.0)));
+        health.detail = Some(json!({"drift": "ok (all)", "last_score": 1.0}));
+        assert!(!s.apply(&health));
+        assert_eq!((s.state, s.score), ("alert", 30.0));
+        // A drift alert carries its state under `state`.
+        let mut drift = health.clone();
+        drift.kind = AlertKind::Drift;
+        drift.detail = Some(json!({"state": "recalibrate", "previous": "ok"}));
+        assert!(s.apply(&drift));
+        assert_eq!(s.drift, "recalibrate");
     }
 
     #[test]

@@ -106,6 +106,9 @@ pub struct HealthRecord {
     pub rss_kib: Option<u64>,
     /// Open file descriptors of the process (Linux; None elsewhere).
     pub open_fds: Option<usize>,
+    /// Score of the latest scored frame (robust σ), for dashboards between events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_score: Option<f64>,
     /// The forward pass's memory plan (tract backends): calls served from its arena, calls
     /// that differed, arena size.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -394,6 +394,7 @@ impl<'a> Pipeline<'a> {
             guards: self.guard.counts(),
             rss_kib: health::rss_kib(),
             open_fds: health::open_fds(),
+            last_score: self.scores.recent().map(|&s| f64::from(s)),
             memory_plan: self.scorer.memory_plan(),
         }
     }
