@@ -159,33 +159,9 @@ impl Receiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::{ulid, AnomalyInfo};
 
     fn alert(seq: u64, kind: AlertKind) -> Alert {
-        Alert {
-            schema: ALERT_SCHEMA_VERSION,
-            id: ulid(1_700_000_000_000 + seq, 7),
-            seq,
-            site: "harbor".into(),
-            camera: "pier".into(),
-            kind,
-            time_us: 0,
-            raised_us: 0,
-            anomaly: (kind != AlertKind::Health).then(|| AnomalyInfo {
-                event: 1,
-                score: 20.0,
-                peak_score: 20.0,
-                threshold: 16.0,
-                regime: "all".into(),
-                zone: None,
-                regions: vec![],
-                frames: [3, 4],
-                start_us: 0,
-            }),
-            detail: None,
-            model: "m".into(),
-            snapshot: vec![],
-        }
+        crate::alert::sample_alert(kind, seq, 20.0)
     }
 
     #[test]

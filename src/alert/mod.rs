@@ -191,6 +191,39 @@ pub fn ulid(unix_ms: u64, entropy: u128) -> String {
         .collect()
 }
 
+/// A small valid alert for unit tests: `anomaly` filled for the anomaly kinds only.
+#[cfg(test)]
+pub(crate) fn sample_alert(kind: AlertKind, seq: u64, score: f64) -> Alert {
+    let anomalous = matches!(
+        kind,
+        AlertKind::AnomalyStart | AlertKind::AnomalyUpdate | AlertKind::AnomalyEnd
+    );
+    Alert {
+        schema: ALERT_SCHEMA_VERSION,
+        id: ulid(1_700_000_000_000 + seq, 7),
+        seq,
+        site: "harbor".into(),
+        camera: "pier".into(),
+        kind,
+        time_us: seq as i64,
+        raised_us: 0,
+        anomaly: anomalous.then(|| AnomalyInfo {
+            event: 4,
+            score,
+            peak_score: score,
+            threshold: 16.0,
+            regime: "all".into(),
+            zone: None,
+            regions: vec![],
+            frames: [1, 2],
+            start_us: 0,
+        }),
+        detail: None,
+        model: "m".into(),
+        snapshot: vec![],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

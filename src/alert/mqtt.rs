@@ -1239,7 +1239,6 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::{ulid, AnomalyInfo, ALERT_SCHEMA_VERSION};
 
     fn section() -> MqttSection {
         MqttSection::default()
@@ -1381,30 +1380,7 @@ mod tests {
     }
 
     fn anomaly(kind: AlertKind, seq: u64, score: f64) -> Alert {
-        Alert {
-            schema: ALERT_SCHEMA_VERSION,
-            id: ulid(seq, 0),
-            seq,
-            site: "harbor".into(),
-            camera: "pier".into(),
-            kind,
-            time_us: seq as i64,
-            raised_us: 0,
-            anomaly: Some(AnomalyInfo {
-                event: 4,
-                score,
-                peak_score: score,
-                threshold: 16.0,
-                regime: "all".into(),
-                zone: None,
-                regions: vec![],
-                frames: [1, 2],
-                start_us: 0,
-            }),
-            detail: None,
-            model: "m".into(),
-            snapshot: vec![],
-        }
+        crate::alert::sample_alert(kind, seq, score)
     }
 
     #[test]

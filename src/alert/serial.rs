@@ -46,6 +46,38 @@ pub enum Parity {
     Even,
 }
 
+impl From<Parity> for serialport::Parity {
+    fn from(p: Parity) -> Self {
+        match p {
+            Parity::None => serialport::Parity::None,
+            Parity::Odd => serialport::Parity::Odd,
+            Parity::Even => serialport::Parity::Even,
+        }
+    }
+}
+
+impl std::str::FromStr for Parity {
+    type Err = String;
+
+    /// `none`, `odd` or `even`, as in the config file.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Parity::None),
+            "odd" => Ok(Parity::Odd),
+            "even" => Ok(Parity::Even),
+            other => Err(format!("parity {other:?}: use none, odd or even")),
+        }
+    }
+}
+
+/// Read/write errors that only mean "nothing yet": the worker carries on.
+fn transient(kind: io::ErrorKind) -> bool {
+    matches!(
+        kind,
+        io::ErrorKind::TimedOut | io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+    )
+}
+
 /// Which health alerts go on the line (the heartbeat always carries the camera state).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -847,11 +879,7 @@ impl Worker {
     }
 
     fn open(&self) -> Result<Box<dyn serialport::SerialPort>, serialport::Error> {
-        let parity = match self.cfg.parity {
-            Parity::None => serialport::Parity::None,
-            Parity::Odd => serialport::Parity::Odd,
-            Parity::Even => serialport::Parity::Even,
-        };
+        let parity = serialport::Parity::from(self.cfg.parity);
         let data_bits = match self.cfg.data_bits {
             7 => serialport::DataBits::Seven,
             _ => serialport::DataBits::Eight,
@@ -914,13 +942,7 @@ impl Worker {
                     drop(link);
                     lock(&self.shared.line).parser = self.parser.stats();
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                            | io::ErrorKind::WouldBlock
-                    ) => {}
+                Err(e) if transient(e.kind()) => {}
                 Err(e) => {
                     self.failed("read", &e);
                     port = None;
@@ -994,13 +1016,7 @@ impl Worker {
             match port.write(rest) {
                 Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "wrote nothing")),
                 Ok(n) => rest = &rest[n..],
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                            | io::ErrorKind::WouldBlock
-                    ) && Instant::now() < deadline => {}
+                Err(e) if transient(e.kind()) && Instant::now() < deadline => {}
                 Err(e) => return Err(e),
             }
         }

@@ -325,17 +325,11 @@ fn listen_serial(
     stop: &AtomicBool,
     deadline: Option<Instant>,
 ) -> Result<()> {
-    let parity = match a.parity.as_str() {
-        "none" => Parity::None,
-        "odd" => Parity::Odd,
-        "even" => Parity::Even,
-        p => bail!("--parity {p}: use none, odd or even"),
-    };
-    let sp_parity = match parity {
-        Parity::None => serialport::Parity::None,
-        Parity::Odd => serialport::Parity::Odd,
-        Parity::Even => serialport::Parity::Even,
-    };
+    let parity: Parity = a
+        .parity
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--{e}"))?;
+    let sp_parity = serialport::Parity::from(parity);
     let mut parser = Parser::default();
     let mut reassembler = Reassembler::new(Duration::from_secs(10), 64);
     let mut sentences = Vec::new();
