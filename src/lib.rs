@@ -5,6 +5,7 @@
 
 pub mod alert;
 pub mod alloc;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod display;

@@ -1,4 +1,4 @@
-//! The `edge-cli` binary as a user runs it: help, planned commands, `info` and its errors.
+//! The `edge-cli` binary as a user runs it: help, `info` and its errors.
 
 use std::process::Command;
 
@@ -29,16 +29,6 @@ fn help_lists_every_subcommand() {
             "--help lacks {cmd}:\n{text}"
         );
     }
-}
-
-#[test]
-fn planned_commands_exit_2_with_a_clear_message() {
-    let cmd = "bench";
-    let out = edge_cli().arg(cmd).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "{cmd}");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not yet available"), "{cmd}: {err}");
-    assert!(!err.contains("panicked"), "{cmd}: {err}");
 }
 
 #[test]

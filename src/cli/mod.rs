@@ -1,5 +1,6 @@
 //! The `edge-cli` command line: parse, call the library, print. One file per subcommand.
 
+pub mod bench;
 pub mod calibrate;
 pub mod eval;
 pub mod export;
@@ -44,21 +45,13 @@ pub enum Command {
     /// Measure detection on labelled clips.
     Eval(eval::EvalArgs),
     /// Measure speed and memory of a bundle on this machine.
-    Bench(NotYet),
+    Bench(bench::BenchArgs),
     /// Write a simulated harbor dataset (Thermal Rare Event layout) with labelled anomalies.
     Simulate(simulate::SimulateArgs),
     /// Receive alerts over MQTT or a serial line (the consumer side).
     Listen(listen::ListenArgs),
     /// Describe a source or dataset: frames, size, units, value range, labels.
     Info(info::InfoArgs),
-}
-
-/// Arguments of a subcommand that is not available yet (accepted so `--help` works).
-#[derive(Debug, clap::Args)]
-pub struct NotYet {
-    /// Arguments for the future command.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub args: Vec<String>,
 }
 
 impl Command {
@@ -91,10 +84,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Eval(a) => eval::run(&a),
         Command::Run(a) => run::run(&a),
         Command::Listen(a) => listen::run(&a),
-        _ => {
-            eprintln!("edge-cli {name}: not yet available in this version of thermal-edge");
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Command::Bench(a) => bench::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

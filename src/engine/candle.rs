@@ -1,6 +1,8 @@
 //! candle backend: builds the network from the bundle's f16 weights (upcast to f32) and runs its
 //! eval-mode forward pass on the CPU or a CUDA GPU.
 
+use std::time::{Duration, Instant};
+
 use candle_core::{Device, Tensor};
 
 use super::{score_forward, split_stack, Backend, EngineError, MemoryState, ScoreOutput, Scorer};
@@ -15,6 +17,8 @@ pub struct CandleScorer {
     device: Device,
     cfg: ModelConfig,
     memory: MemoryState,
+    /// Time of the last forward pass (uploads, the network and the copies out).
+    last_forward: Duration,
 }
 
 fn candle_err(context: impl Into<String>) -> impl FnOnce(candle_core::Error) -> EngineError {
@@ -42,6 +46,7 @@ impl CandleScorer {
             net,
             device,
             memory,
+            last_forward: Duration::ZERO,
         })
     }
 
@@ -79,6 +84,7 @@ impl CandleScorer {
             cfg,
             net,
             device,
+            last_forward: Duration::ZERO,
         })
     }
 
@@ -110,6 +116,7 @@ impl Scorer for CandleScorer {
     fn score(&mut self, stack: &[f32]) -> Result<ScoreOutput, EngineError> {
         let cfg = &self.cfg;
         let (input, target) = split_stack(cfg, stack)?;
+        let started = Instant::now();
         let (m, d) = self.memory.shape();
         // The memory may have been updated or replaced since the last frame; M×D is small.
         let items = Tensor::from_slice(self.memory.items(), (m, d), &self.device)
@@ -129,14 +136,23 @@ impl Scorer for CandleScorer {
             .net
             .forward(&x, false)
             .map_err(candle_err("running the model"))?;
+        // Copying out also waits for a GPU to finish, so the time covers the whole pass.
+        let pred = to_vec(&fwd.pred, "pred")?;
+        let queries = to_vec(&fwd.queries, "queries")?;
+        let weights = to_vec(&fwd.read.weights, "read weights")?;
+        self.last_forward = started.elapsed();
         Ok(score_forward(
-            to_vec(&fwd.pred, "pred")?,
+            pred,
             target,
-            to_vec(&fwd.queries, "queries")?,
-            to_vec(&fwd.read.weights, "read weights")?,
+            queries,
+            weights,
             self.memory.items(),
             d,
         ))
+    }
+
+    fn last_forward(&self) -> Option<Duration> {
+        Some(self.last_forward)
     }
 
     fn memory_state(&self) -> &MemoryState {

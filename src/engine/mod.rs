@@ -414,6 +414,12 @@ pub trait Scorer: Send {
         None
     }
 
+    /// Wall time of the last call's forward pass proper (inputs in, outputs copied out; not the
+    /// scores computed from them), for `edge-cli bench`'s per-stage figures.
+    fn last_forward(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// The current memory items, row-major (M×D).
     fn memory(&self) -> &[f32] {
         self.memory_state().items()

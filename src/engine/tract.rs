@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tract_onnx::prelude::{
     tvec, Framework, InferenceModelExt, IntoTValue, TValue, Tensor, TypedRunnableModel,
@@ -33,6 +34,8 @@ pub struct TractScorer {
     memory: MemoryState,
     /// Serves the forward pass's per-frame allocations from one arena (see `crate::alloc`).
     plan: MemoryPlan,
+    /// Time of the last forward pass (`model.run` and the output copies).
+    last_forward: Duration,
 }
 
 impl std::fmt::Debug for TractScorer {
@@ -90,8 +93,29 @@ impl TractScorer {
             cfg: cfg.clone(),
             memory: MemoryState::new(cfg, memory)?,
             plan: MemoryPlan::new(),
+            last_forward: Duration::ZERO,
         })
     }
+}
+
+/// tract's x86 kernels (hand-written AVX2/AVX-512 assembly) return without `vzeroupper`, so
+/// the upper halves of the vector registers stay dirty and every legacy-SSE instruction after
+/// them pays a transition penalty: computing the scores took 2.9 ms instead of 0.28 ms per
+/// frame on the development Xeon (`edge-cli bench`, scoring stage). Clearing them once after
+/// the forward pass restores our code's speed.
+#[inline]
+fn clear_avx_upper() {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU has AVX (checked just above), which is all vzeroupper needs.
+        unsafe { zero_upper() }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn zero_upper() {
+    std::arch::x86_64::_mm256_zeroupper();
 }
 
 /// Copies output `i` into `dst` (resized to `len` once; no allocation after that).
@@ -146,8 +170,10 @@ impl Scorer for TractScorer {
 
     fn score_into(&mut self, stack: &[f32], out: &mut ScoreOutput) -> Result<(), EngineError> {
         let (cfg, model, memory) = (&self.cfg, &self.model, &self.memory);
+        let last_forward = &mut self.last_forward;
         self.plan.run(|| {
             let (input, target) = split_stack(cfg, stack)?;
+            let started = Instant::now();
             let shape = [1, cfg.input_channels(), cfg.height, cfg.width];
             let (m, d) = memory.shape();
             let frames =
@@ -162,6 +188,8 @@ impl Scorer for TractScorer {
             output_into(&res, 0, "pred", target.len(), &mut out.pred)?;
             output_into(&res, 1, "queries", n * d, &mut out.queries)?;
             output_into(&res, 2, "read_weights", n * m, &mut out.read_weights)?;
+            *last_forward = started.elapsed();
+            clear_avx_upper();
             fill_scores(out, target, memory.items(), d);
             Ok(())
         })
@@ -169,6 +197,10 @@ impl Scorer for TractScorer {
 
     fn memory_plan(&self) -> Option<PlanStats> {
         Some(self.plan.stats())
+    }
+
+    fn last_forward(&self) -> Option<Duration> {
+        Some(self.last_forward)
     }
 
     fn memory_state(&self) -> &MemoryState {

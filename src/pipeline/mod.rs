@@ -135,6 +135,18 @@ pub struct Pipeline<'a> {
     snapshot_dir: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     compensated: Option<ThermalFrame>,
+    times: StageTimes,
+}
+
+/// Where the last scored frame's time went (for `edge-cli bench`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTimes {
+    /// Guards, preprocessing (normalize, resize) and the frame history.
+    pub preprocess: std::time::Duration,
+    /// The model's forward pass, when the backend reports it.
+    pub inference: Option<std::time::Duration>,
+    /// The whole frame: all of the above, the scores, events, drift and the memory update.
+    pub frame: std::time::Duration,
 }
 
 impl<'a> Pipeline<'a> {
@@ -199,6 +211,7 @@ impl<'a> Pipeline<'a> {
             snapshot_dir: None,
             data_dir: None,
             compensated: None,
+            times: StageTimes::default(),
             scorer,
         })
     }
@@ -248,6 +261,11 @@ impl<'a> Pipeline<'a> {
     /// Whether an event is running.
     pub fn alerting(&self) -> bool {
         self.events.active()
+    }
+
+    /// Where the last scored frame's time went.
+    pub fn stage_times(&self) -> StageTimes {
+        self.times
     }
 
     /// The scorer (backend, config).
@@ -311,8 +329,10 @@ impl<'a> Pipeline<'a> {
             self.counters.warming += 1;
             return Ok(FrameOutcome::Warming);
         }
+        let preprocess = start.elapsed();
         self.scorer
             .score_into(self.stack.as_slice(), &mut self.out)?;
+        let inference = self.scorer.last_forward();
         let cfg = self.scorer.config();
         let psnr = if self.terms == TermsConfig::PAPER && self.masked.is_none() {
             f64::from(self.out.psnr)
@@ -358,8 +378,14 @@ impl<'a> Pipeline<'a> {
         if self.settings.memory_update && !alerting && score < self.threshold {
             self.counters.memory_updates += u64::from(self.scorer.update_memory(&self.out)?);
         }
+        let frame_time = start.elapsed();
+        self.times = StageTimes {
+            preprocess,
+            inference,
+            frame: frame_time,
+        };
         self.latency
-            .push(start.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+            .push(frame_time.as_micros().min(u128::from(u32::MAX)) as u32);
         Ok(FrameOutcome::Scored { score, alerting })
     }
 
