@@ -224,7 +224,7 @@ fn exported_graph_has_the_interface_and_no_batch_norm() {
     assert!(!ops.contains(&"BatchNormalization"), "{ops:?}");
     // The memory is state the runtime owns: an input, never an initializer.
     assert!(graph.initializer.iter().all(|t| t.name != INPUT_MEMORY));
-    // The masked convolution is one Conv; every op is one tract supports.
+    // Every op is one tract supports.
     for op in &ops {
         assert!(
             [
@@ -255,6 +255,26 @@ fn exported_graph_has_the_interface_and_no_batch_norm() {
     }
     assert_eq!(ops.iter().filter(|o| **o == "ConvTranspose").count(), 3);
     assert_eq!(ops.iter().filter(|o| **o == "Tanh").count(), 1);
+    // With k' = 1 the masked convolution is a 2×2 kernel dilated to the corners of the
+    // (2k' + 2d + 1)² window: 4 taps, not 25 (the parity tests show it computes the same).
+    assert_eq!(cfg.block.k_prime, 1);
+    let ints = |n: &tract_onnx::pb::NodeProto, a: &str| -> Vec<i64> {
+        n.attribute
+            .iter()
+            .find(|x| x.name == a)
+            .map(|x| x.ints.clone())
+            .unwrap_or_default()
+    };
+    let dilated: Vec<_> = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Conv" && ints(n, "dilations") != [1, 1])
+        .collect();
+    assert_eq!(dilated.len(), 1, "one dilated Conv: the masked convolution");
+    let span = 2 * (cfg.block.k_prime + cfg.block.dilation) as i64;
+    assert_eq!(ints(dilated[0], "kernel_shape"), [2, 2]);
+    assert_eq!(ints(dilated[0], "dilations"), [span, span]);
+    assert_eq!(ints(dilated[0], "pads"), [span / 2; 4]);
 }
 
 #[test]

@@ -453,6 +453,34 @@ pub fn bench_backend(
     })
 }
 
+/// Times every node of `backend`'s optimized model over `runs` forward passes (tract only).
+pub fn profile_backend(
+    bundle: &Bundle,
+    backend: Backend,
+    frames: &[ThermalFrame],
+    threads: usize,
+    runs: usize,
+) -> Result<Vec<crate::engine::tract::NodeTime>, BenchError> {
+    use crate::engine::{Precision, TractScorer};
+    let precision = match backend {
+        Backend::TractF32 => Precision::F32,
+        Backend::TractInt8 => Precision::Int8,
+        other => {
+            return Err(BenchError::Invalid(format!(
+                "--profile times tract's operators; {other} has none to show"
+            )))
+        }
+    };
+    let scorer = TractScorer::new(bundle, precision, threads)?;
+    let mut stack = FrameStack::new(bundle.config())?;
+    for f in frames.iter().cycle().take(stack.capacity()) {
+        stack.push(f)?;
+    }
+    // One untimed pass first, as the benchmark's warm-up.
+    scorer.profile(stack.as_slice(), 1)?;
+    Ok(scorer.profile(stack.as_slice(), runs)?)
+}
+
 /// Times candle CPU training steps of `cfg` on random data: forward in training mode, the
 /// losses, backward, Adam and the memory update, as `model::train` does per batch.
 pub fn bench_train(

@@ -8,9 +8,10 @@ use anyhow::Context;
 
 use crate::bench::sizing::{sweep, BoardProfile, Sizing, SweepOptions};
 use crate::bench::{
-    bench_backend, bench_train, peak, read_frames, simulated_frames, BenchOptions, Host, ModelInfo,
-    Report, Run, Summary, SCHEMA,
+    bench_backend, bench_train, peak, profile_backend, read_frames, simulated_frames, BenchOptions,
+    Host, ModelInfo, Report, Run, Summary, SCHEMA,
 };
+use crate::engine::tract::NodeTime;
 use crate::engine::Backend;
 use crate::export::bundle::Bundle;
 use crate::model::ModelConfig;
@@ -49,6 +50,12 @@ pub struct BenchArgs {
     /// Timed training steps (after one untimed).
     #[arg(long, default_value_t = 5)]
     pub train_steps: usize,
+    /// Also time every operator of the tract models and print where the time goes.
+    #[arg(long)]
+    pub profile: bool,
+    /// Operators listed by --profile (the slowest).
+    #[arg(long, default_value_t = 12)]
+    pub profile_top: usize,
     /// Print the report as JSON (the shape tools/peers/peers.py also emits).
     #[arg(long)]
     pub json: bool,
@@ -135,6 +142,15 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         }
         runs.push(r);
     }
+    let mut profiles = Vec::new();
+    if a.profile {
+        for b in runs.iter().filter_map(|r| r.name.parse::<Backend>().ok()) {
+            if matches!(b, Backend::TractF32 | Backend::TractInt8) {
+                eprintln!("bench: profiling {b}…");
+                profiles.push((b, profile_backend(&bundle, b, &frames, a.threads, 10)?));
+            }
+        }
+    }
     let mut train = Vec::new();
     if a.train {
         eprintln!("bench: candle training step, batch {}…", a.train_batch);
@@ -157,10 +173,67 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
     };
     let mut out = std::io::stdout().lock();
     if a.json {
-        serde_json::to_writer_pretty(&mut out, &report)?;
+        let mut v = serde_json::to_value(&report)?;
+        if a.profile {
+            v["profile"] = profiles
+                .iter()
+                .map(|(b, p)| serde_json::json!({"backend": b.name(), "nodes": p}))
+                .collect();
+        }
+        serde_json::to_writer_pretty(&mut out, &v)?;
         writeln!(out)?;
     } else {
         print_report(&mut out, &report, &cfg)?;
+        for (b, p) in &profiles {
+            print_profile(&mut out, *b, p, a.profile_top)?;
+        }
+    }
+    Ok(())
+}
+
+fn print_profile(
+    out: &mut impl Write,
+    backend: Backend,
+    nodes: &[NodeTime],
+    top: usize,
+) -> std::io::Result<()> {
+    let total: f64 = nodes.iter().map(|n| n.ms).sum();
+    writeln!(
+        out,
+        "\n{backend}: {total:.2} ms in {} operators",
+        nodes.len()
+    )?;
+    let mut by_op: Vec<(String, f64, usize)> = Vec::new();
+    for n in nodes {
+        match by_op.iter_mut().find(|(op, _, _)| *op == n.op) {
+            Some(e) => {
+                e.1 += n.ms;
+                e.2 += 1;
+            }
+            None => by_op.push((n.op.clone(), n.ms, 1)),
+        }
+    }
+    by_op.sort_by(|a, b| b.1.total_cmp(&a.1));
+    writeln!(out, "  by operator:")?;
+    for (op, ms, count) in by_op.iter().take(top) {
+        writeln!(
+            out,
+            "  {ms:>8.2} ms {:>5.1}%  {op} ×{count}",
+            100.0 * ms / total.max(1e-12)
+        )?;
+    }
+    let mut slow: Vec<&NodeTime> = nodes.iter().collect();
+    slow.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    writeln!(out, "  slowest nodes:")?;
+    for n in slow.iter().take(top) {
+        writeln!(
+            out,
+            "  {:>8.2} ms {:>5.1}%  {} ({})",
+            n.ms,
+            100.0 * n.ms / total.max(1e-12),
+            n.node,
+            n.op
+        )?;
     }
     Ok(())
 }

@@ -98,6 +98,64 @@ impl TractScorer {
     }
 }
 
+/// Time one node of the model took, averaged over the profiled calls.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct NodeTime {
+    /// Node name in the optimized model (the ONNX node it came from, plus tract's suffixes).
+    pub node: String,
+    /// tract's operator (after optimization: e.g. `Conv`, `DirectSpatialConv`, `OptMatMul`).
+    pub op: String,
+    /// Mean milliseconds per call.
+    pub ms: f64,
+}
+
+impl TractScorer {
+    /// Runs the forward pass `runs` times on `stack`, timing every node of the optimized
+    /// model (for `edge-cli bench --profile`); nodes in plan order. The memory is not changed.
+    pub fn profile(&self, stack: &[f32], runs: usize) -> Result<Vec<NodeTime>, EngineError> {
+        use tract_onnx::tract_core::plan::{eval, SimpleState};
+        let (input, _) = split_stack(&self.cfg, stack)?;
+        let cfg = &self.cfg;
+        let (m, d) = self.memory.shape();
+        let mut state = SimpleState::new(&self.model).map_err(tract_err("profiling".into()))?;
+        let n = self.model.model().nodes().len();
+        let mut total = vec![Duration::ZERO; n];
+        for _ in 0..runs.max(1) {
+            let frames =
+                Tensor::from_shape(&[1, cfg.input_channels(), cfg.height, cfg.width], input)
+                    .map_err(tract_err("input frames".into()))?;
+            let mem = Tensor::from_shape(&[m, d], self.memory.items())
+                .map_err(tract_err("input memory".into()))?;
+            state
+                .run_plan_with_eval(
+                    tvec!(frames.into_tvalue(), mem.into_tvalue()),
+                    |ctx, op_state, node, inputs| {
+                        let t = Instant::now();
+                        let r = eval(ctx, op_state, node, inputs);
+                        total[node.id] += t.elapsed();
+                        r
+                    },
+                )
+                .map_err(tract_err("profiling".into()))?;
+            clear_avx_upper();
+        }
+        let model = self.model.model();
+        Ok(self
+            .model
+            .order_without_consts()
+            .iter()
+            .map(|&id| {
+                let node = &model.nodes()[id];
+                NodeTime {
+                    node: node.name.clone(),
+                    op: node.op.name().to_string(),
+                    ms: total[id].as_secs_f64() * 1e3 / runs.max(1) as f64,
+                }
+            })
+            .collect())
+    }
+}
+
 /// tract's x86 kernels (hand-written AVX2/AVX-512 assembly) return without `vzeroupper`, so
 /// the upper halves of the vector registers stay dirty and every legacy-SSE instruction after
 /// them pays a transition penalty: computing the scores took 2.9 ms instead of 0.28 ms per

@@ -205,12 +205,28 @@ impl Exporter<'_> {
         scales: Option<Vec<f32>>,
         relu: bool,
     ) -> Result<String, ExportError> {
+        self.conv_node_dilated(x, name, w, b, pads, 1, scales, relu)
+    }
+
+    /// [`Self::conv_node`] with the kernel's taps `dilation` pixels apart.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_node_dilated(
+        &mut self,
+        x: &str,
+        name: &str,
+        w: &Data,
+        b: &[f32],
+        pads: [i64; 4],
+        dilation: i64,
+        scales: Option<Vec<f32>>,
+        relu: bool,
+    ) -> Result<String, ExportError> {
         let (kh, kw) = (w.shape[2] as i64, w.shape[3] as i64);
         let attrs = [
             ("kernel_shape", Attr::Ints(vec![kh, kw])),
             ("pads", Attr::Ints(pads.to_vec())),
             ("strides", Attr::Ints(vec![1, 1])),
-            ("dilations", Attr::Ints(vec![1, 1])),
+            ("dilations", Attr::Ints(vec![dilation, dilation])),
         ];
         let site_in = format!("{name}.in");
         let site_out = format!("{name}.out");
@@ -716,7 +732,28 @@ impl Exporter<'_> {
                 })?;
                 let (k, b) = (to_data(name, &k)?, to_data(name, &b)?);
                 let p = (mc.k_prime + mc.dilation) as i64;
-                let z = self.conv_node(&y, name, &k, &b.values, [p, p, p, p], None, true)?;
+                let z = if mc.k_prime == 1 {
+                    // With 1×1 sub-kernels the masked kernel is zero but for its four corners:
+                    // a 2×2 kernel dilated to the corners' spacing does the same with 4 taps
+                    // instead of (3 + 2d)², e.g. 4 instead of 25 (6× less work at d = 1).
+                    let (ks, gap) = (k.shape[2], k.shape[2] - 1);
+                    let (co, ci) = (k.shape[0], k.shape[1]);
+                    let mut corners = Vec::with_capacity(co * ci * 4);
+                    for plane in k.values.chunks_exact(ks * ks) {
+                        for (r, c) in [(0, 0), (0, gap), (gap, 0), (gap, gap)] {
+                            corners.push(plane[r * ks + c]);
+                        }
+                    }
+                    let k2 = Data {
+                        shape: vec![co, ci, 2, 2],
+                        values: corners,
+                    };
+                    self.conv_node_dilated(
+                        &y, name, &k2, &b.values, [p; 4], gap as i64, None, true,
+                    )?
+                } else {
+                    self.conv_node(&y, name, &k, &b.values, [p, p, p, p], None, true)?
+                };
                 let z = self.f(&z);
                 let c = k.shape[0];
                 let gate = match variant {
