@@ -554,6 +554,14 @@ impl MemoryPlan {
         }
     }
 
+    /// A plan that is off from the start (calls run on the heap), saying why.
+    pub fn off(why: &'static str) -> Self {
+        let mut p = Self::new();
+        p.state.phase = Phase::Off;
+        p.state.why_off = why;
+        p
+    }
+
     /// Runs `f` with its allocations on this thread planned.
     pub fn run<R>(&mut self, f: impl FnOnce() -> R) -> R {
         let st = &mut *self.state;
@@ -603,4 +611,16 @@ impl Drop for MemoryPlan {
             self.state.release_arena();
         }
     }
+}
+
+/// mimalloc's `mi_option_purge_delay` (v2 option enum, value 15).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Sets how long mimalloc (edge-cli's allocator) waits before returning freed memory to the
+/// OS: −1 never (training: a step reuses the same buffer sizes, and re-faulting them cost ~40 %
+/// of a CPU step), 0 at once (the on-device loop: model loading's transient copies leave
+/// resident memory otherwise), or milliseconds (mimalloc's default is 10).
+pub fn mimalloc_purge_delay(ms: i64) {
+    // SAFETY: sets a plain integer option of the allocator; any value is valid.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ms as std::ffi::c_long) };
 }

@@ -134,6 +134,21 @@ fn replayed_calls_never_reach_the_heap_and_compute_the_same() {
 }
 
 #[test]
+fn a_plan_made_off_leaves_every_call_on_the_heap() {
+    let mut plan = MemoryPlan::off("a thread pool");
+    let expected = workload(1, false);
+    for _ in 0..3 {
+        let (r, n) = heap_allocs(|| plan.run(|| workload(1, false)));
+        assert_eq!(r, expected);
+        assert!(n > 5, "an off plan serves nothing ({n})");
+    }
+    assert!(!plan.replaying());
+    assert_eq!(plan.off_reason(), "a thread pool");
+    let s = plan.stats();
+    assert_eq!((s.replayed, s.arena_bytes), (0, 0), "{s:?}");
+}
+
+#[test]
 fn a_call_that_allocates_differently_falls_back_to_the_heap_and_records_again() {
     let mut plan = MemoryPlan::new();
     plan.run(|| workload(1, false));

@@ -563,6 +563,9 @@ mod tests {
         let with = peak_rss_mib().expect("Linux /proc/self/status has VmHWM");
         assert!(with >= 64.0, "{with}");
         drop(v);
-        assert!(peak_rss_mib().unwrap() >= with);
+        // RSS counters are batched per thread, so the mark may read a few pages lower; it still
+        // holds the freed 64 MiB.
+        let after = peak_rss_mib().unwrap();
+        assert!(after >= 64.0 && after >= with - 1.0, "{after} {with}");
     }
 }

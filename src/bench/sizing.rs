@@ -100,7 +100,7 @@ pub struct Sizing {
     pub margin: f64,
     /// Every candidate, smallest model first.
     pub candidates: Vec<Candidate>,
-    /// The largest model (most MACs) that fits, preferring the board's own backend on a tie.
+    /// The largest model (most MACs) that fits; on equal MACs the faster backend.
     pub recommended: Option<(String, String)>,
 }
 
@@ -232,8 +232,8 @@ pub fn sweep(
     })
 }
 
-/// The fitting candidate with the most MACs; on equal MACs the board's backend, then the
-/// faster one.
+/// The fitting candidate with the most MACs; on equal MACs the faster one (the board
+/// profile's backend only breaks an exact tie: its choice may predate a measurement).
 fn recommend(candidates: &[Candidate], board_backend: &str) -> Option<(String, String)> {
     candidates
         .iter()
@@ -241,8 +241,8 @@ fn recommend(candidates: &[Candidate], board_backend: &str) -> Option<(String, S
         .max_by(|a, b| {
             a.macs
                 .cmp(&b.macs)
-                .then((a.backend == board_backend).cmp(&(b.backend == board_backend)))
                 .then(b.predicted_p99_ms.total_cmp(&a.predicted_p99_ms))
+                .then((a.backend == board_backend).cmp(&(b.backend == board_backend)))
         })
         .map(|c| (c.preset.clone(), c.backend.clone()))
 }
@@ -301,15 +301,25 @@ mod tests {
             cand("edge-m", "tract-int8", 50, 900.0, true),
             cand("paper", "tract-f32", 400, 5000.0, false),
         ];
-        // Same MACs: the board's backend wins even when slower.
+        // Same MACs: the faster wins, whatever the board profile says.
+        for board in ["tract-int8", "candle-cuda"] {
+            assert_eq!(
+                recommend(&c, board),
+                Some(("edge-m".into(), "tract-f32".into()))
+            );
+        }
+        // An exact tie goes to the board's backend.
+        let tie = vec![
+            cand("edge-s", "tract-f32", 10, 100.0, true),
+            cand("edge-s", "tract-int8", 10, 100.0, true),
+        ];
         assert_eq!(
-            recommend(&c, "tract-int8"),
-            Some(("edge-m".into(), "tract-int8".into()))
+            recommend(&tie, "tract-int8"),
+            Some(("edge-s".into(), "tract-int8".into()))
         );
-        // Otherwise the faster.
         assert_eq!(
-            recommend(&c, "candle-cuda"),
-            Some(("edge-m".into(), "tract-f32".into()))
+            recommend(&tie, "tract-f32"),
+            Some(("edge-s".into(), "tract-f32".into()))
         );
         assert_eq!(recommend(&c[4..], "tract-f32"), None);
     }

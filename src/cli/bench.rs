@@ -154,6 +154,8 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
     let mut train = Vec::new();
     if a.train {
         eprintln!("bench: candle training step, batch {}…", a.train_batch);
+        // As `edge-cli train` runs: freed tensor memory is kept for the next step.
+        crate::alloc::mimalloc_purge_delay(-1);
         train.push(bench_train(
             &cfg,
             a.train_batch,

@@ -173,15 +173,10 @@ impl Progress for Bar {
     }
 }
 
-/// mimalloc's `mi_option_purge_delay` (v2 option enum, value 15): -1 keeps freed memory mapped.
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
 /// Runs `edge-cli train`.
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
-    // Keep freed tensor memory instead of returning it to the OS after each step: a step
-    // reuses the same buffer sizes, and re-faulting them cost ~40 % of a CPU step.
-    // SAFETY: sets a plain integer option of the allocator; called before training starts.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    // Keep freed tensor memory: a step reuses the same buffer sizes.
+    crate::alloc::mimalloc_purge_delay(-1);
     if args.qat {
         return run_qat(args);
     }

@@ -92,7 +92,13 @@ impl TractScorer {
             precision,
             cfg: cfg.clone(),
             memory: MemoryState::new(cfg, memory)?,
-            plan: MemoryPlan::new(),
+            // tract's pool allocates on whichever thread runs a piece: the sequence differs
+            // every call, and trying to record it only costs time (until 5 misses turn it off).
+            plan: if threads > 1 {
+                MemoryPlan::off("tract runs on a thread pool (--threads > 1)")
+            } else {
+                MemoryPlan::new()
+            },
             last_forward: Duration::ZERO,
         })
     }
