@@ -488,13 +488,18 @@ def onnx_initializer_check(bundle: Path, cfg: Cfg) -> tuple[bool, list[str]]:
     if b.variant == "none":
         expected -= 2 * nc  # dec.gen.bn2 follows the plain conv: folded too
     else:
-        k = 2 * b.k_prime + 2 * b.dilation + 1
         four = 4 * (nc * nc * b.k_prime**2 + nc)
-        one = nc * nc * k * k + nc
+        if b.k_prime == 1:
+            # The exporter writes a 2x2 kernel dilated to the corners (src/export/graph.rs).
+            span = 2 * (b.k_prime + b.dilation)
+            one = nc * nc * 4 + nc
+            form = f"one 2x2 kernel (dilation {span}) + bias"
+        else:
+            k = 2 * b.k_prime + 2 * b.dilation + 1
+            one = nc * nc * k * k + nc
+            form = f"one {k}x{k} kernel + bias"
         expected += one - four
-        lines.append(
-            f"masked conv: 4 sub-kernels {four} params -> one {k}x{k} kernel + bias {one}"
-        )
+        lines.append(f"masked conv: 4 sub-kernels {four} params -> {form} {one}")
     lines.insert(0, f"Rust/reference parameters {rust}; batch norms folded into convs: -{folded}")
     ok = expected == float_params
     lines.append(
