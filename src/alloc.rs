@@ -618,8 +618,8 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Sets how long mimalloc (edge-cli's allocator) waits before returning freed memory to the
 /// OS: −1 never (training: a step reuses the same buffer sizes, and re-faulting them cost ~40 %
-/// of a CPU step), 0 at once (the on-device loop: model loading's transient copies leave
-/// resident memory otherwise), or milliseconds (mimalloc's default is 10).
+/// of a CPU step), 0 at once, or milliseconds (mimalloc's default is 10; the environment
+/// variable `MIMALLOC_PURGE_DELAY` sets it for a whole run, see docs/performance.md).
 pub fn mimalloc_purge_delay(ms: i64) {
     // SAFETY: sets a plain integer option of the allocator; any value is valid.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ms as std::ffi::c_long) };

@@ -229,9 +229,6 @@ fn relative_to(dir: &Option<PathBuf>, p: &Path) -> PathBuf {
 
 /// Runs `edge-cli run`.
 pub fn run(a: &RunArgs) -> Result<()> {
-    // Memory freed after loading the model (its transient copies) goes back to the OS at
-    // once: 7.5 MiB less RSS in the 1,500-frame soak, with the same latency (docs/performance.md).
-    crate::alloc::mimalloc_purge_delay(0);
     let (cfg, demo) = configure(a)?;
     if a.print_config {
         print!(
