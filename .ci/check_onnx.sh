@@ -47,25 +47,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 py="$venv/bin/python"
 # Install only when a pinned package is missing or at another version.
-if ! "$py" - "$req" <<'PYEOF'
-import sys
-from importlib.metadata import PackageNotFoundError, version
-ok = True
-for line in open(sys.argv[1]):
-    line = line.split("#", 1)[0].strip()
-    if not line:
-        continue
-    name, _, want = line.partition("==")
-    try:
-        have = version(name)
-    except PackageNotFoundError:
-        have = None
-    if want and have != want:
-        print(f"  {name}: want {want}, have {have or 'none'}")
-        ok = False
-sys.exit(0 if ok else 1)
-PYEOF
-then
+if ! "$py" tools/unmet_pins.py "$req" >/dev/null; then
   echo "installing $req"
   "$py" -m pip install --disable-pip-version-check -q -r "$req" || die "pip install -r $req failed"
 fi

@@ -31,25 +31,7 @@ fi
 py="$venv/bin/python"
 # Install only when a pinned package is missing or at another version (torch is ~5 GB with the
 # CUDA libraries its PyPI wheel pulls in, so never reinstall needlessly).
-if ! "$py" - "$req" <<'EOF'
-import sys
-from importlib.metadata import PackageNotFoundError, version
-ok = True
-for line in open(sys.argv[1]):
-    line = line.split("#", 1)[0].strip()
-    if not line:
-        continue
-    name, _, want = line.partition("==")
-    try:
-        have = version(name)
-    except PackageNotFoundError:
-        have = None
-    if want and have != want:
-        print(f"  {name}: want {want}, have {have or 'none'}")
-        ok = False
-sys.exit(0 if ok else 1)
-EOF
-then
+if ! "$py" tools/unmet_pins.py "$req" >/dev/null; then
   echo "installing $req (first run: a few minutes)"
   "$py" -m pip install --disable-pip-version-check -q -r "$req" || die "pip install -r $req failed"
 fi

@@ -44,27 +44,7 @@ py="$venv/bin/python"
 
 # Prints the unmet pins ("name==version", one a line); exit status 1 when there are any.
 missing() {
-  "$py" - "$req" <<'PYEOF'
-import sys
-from importlib.metadata import PackageNotFoundError, version
-
-bad = []
-for line in open(sys.argv[1]):
-    line = line.split("#", 1)[0].strip()
-    if not line:
-        continue
-    name, _, want = line.partition("==")
-    try:
-        have = version(name.strip())
-    except PackageNotFoundError:
-        have = None
-    # A local label (2.15.0+cpu) satisfies the public pin (2.15.0), as in pip.
-    if have is None or (want and have.split("+", 1)[0] != want.strip()):
-        print(f"{name.strip()}=={want.strip()}")
-        print(f"  {name.strip()}: want {want.strip()}, have {have or 'none'}", file=sys.stderr)
-        bad.append(name)
-sys.exit(1 if bad else 0)
-PYEOF
+  "$py" "$here/../unmet_pins.py" "$req"
 }
 
 if unmet=$(missing); then
