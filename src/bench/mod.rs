@@ -22,7 +22,7 @@ use crate::model::optim::Adam;
 use crate::model::params::ParamStore;
 use crate::model::train::loss;
 use crate::model::{Mnad, ModelConfig};
-use crate::pipeline::{FrameOutcome, Identity, LoopSettings, Pipeline};
+use crate::pipeline::{FrameOutcome, Identity, LoopSettings, Pipeline, StageTimes};
 use crate::score::calibration::Calibration;
 use crate::score::drift::DriftConfig;
 use crate::score::zones::ZoneMap;
@@ -332,9 +332,7 @@ pub fn bench_backend(
         .as_ref()
         .map(Calibration::from_table)
         .transpose()?;
-    let mut pre = Vec::new();
-    let mut inf = Vec::new();
-    let mut whole = Vec::new();
+    let mut times: Vec<StageTimes> = Vec::with_capacity(opts.frames);
     // Frames are stamped one second apart, as the loop samples them.
     let frame_at = |i: usize| {
         let mut f = frames[i % frames.len()].clone();
@@ -375,10 +373,7 @@ pub fn bench_backend(
                 if let FrameOutcome::Scored { .. } = outcome {
                     scored += 1;
                     if scored > opts.warmup {
-                        let t = p.stage_times();
-                        pre.push(t.preprocess);
-                        inf.extend(t.inference);
-                        whole.push(t.frame);
+                        times.push(p.stage_times());
                     }
                 }
             }
@@ -397,42 +392,43 @@ pub fn bench_backend(
                 if !stack.push(&f)? {
                     continue;
                 }
-                let p = start.elapsed();
+                let preprocess = start.elapsed();
                 scorer.score_into(stack.as_slice(), &mut out)?;
-                let forward = scorer.last_forward();
+                let inference = scorer.last_forward();
                 scorer.update_memory(&out)?;
-                let total = start.elapsed();
                 scored += 1;
                 if scored > opts.warmup {
-                    pre.push(p);
-                    inf.extend(forward);
-                    whole.push(total);
+                    times.push(StageTimes {
+                        preprocess,
+                        inference,
+                        frame: start.elapsed(),
+                    });
                 }
             }
             "engine"
         }
     };
-    if whole.len() < opts.frames {
+    if times.len() < opts.frames {
         return Err(BenchError::Invalid(format!(
             "only {} of {} frames were scored (the frame guards held the rest back: \
              use footage that moves, or more frames)",
-            whole.len(),
+            times.len(),
             opts.frames
         )));
     }
-    let scoring: Vec<Duration> = whole
-        .iter()
-        .zip(&pre)
-        .zip(inf.iter().map(Some).chain(std::iter::repeat(None)))
-        .map(|((w, p), i)| w.saturating_sub(*p + i.copied().unwrap_or_default()))
-        .collect();
+    let of = |f: &dyn Fn(&StageTimes) -> Option<Duration>| -> Option<Summary> {
+        // A stage is reported only when every frame has it.
+        let d: Option<Vec<Duration>> = times.iter().map(f).collect();
+        d.and_then(|d| Summary::of_durations(&d))
+    };
     let stages = Stages {
-        preprocess: Summary::of_durations(&pre),
-        inference: Summary::of_durations(&inf),
-        scoring: (inf.len() == whole.len())
-            .then(|| Summary::of_durations(&scoring))
-            .flatten(),
-        frame: Summary::of_durations(&whole),
+        preprocess: of(&|t| Some(t.preprocess)),
+        inference: of(&|t| t.inference),
+        scoring: of(&|t| {
+            t.inference
+                .map(|i| t.frame.saturating_sub(t.preprocess + i))
+        }),
+        frame: of(&|t| Some(t.frame)),
     };
     let frame_p50 = stages.frame.map_or(f64::NAN, |s| s.p50_ms);
     let gflops = stages

@@ -15,14 +15,16 @@ use candle_core::Device;
 
 use super::{bench_backend, BenchError, BenchOptions, Run};
 use crate::config::RunConfigFile;
-use crate::engine::{Backend, FrameStack};
+use crate::engine::Backend;
 use crate::export::bundle::{write_model_bundle, Bundle};
 use crate::export::quant::{calibrate, chosen_ranges, export_int8, spread_windows};
+use crate::frame::Preprocessor;
 use crate::frame::ThermalFrame;
 use crate::model::cost::cost;
-use crate::model::data::{Clip, FrameSet};
+use crate::model::data::FrameSet;
 use crate::model::params::ParamStore;
 use crate::model::{Mnad, ModelConfig};
+use crate::source::simulator::{Gray8Camera, SimConfig};
 
 /// What the sweep needs from a board profile.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -118,8 +120,18 @@ pub fn timing_bundle(preset: &str, dir: &Path) -> Result<Bundle, BenchError> {
     let store = ParamStore::new(Device::Cpu, 11);
     let net = Mnad::new(&store, &cfg).map_err(|e| BenchError::Invalid(e.to_string()))?;
     // int8 ranges from a few simulated windows: enough for realistic scales.
-    let frames = super::simulated_frames(cfg.t_length + 3, 3)?;
-    let set = frame_set(&cfg, &frames)?;
+    let mut camera = Gray8Camera::new(
+        SimConfig {
+            frames: cfg.t_length + 3,
+            ..SimConfig::default()
+        },
+        3,
+    )?;
+    let mut pre = Preprocessor::new(cfg.normalizer, cfg.width, cfg.height)
+        .map_err(|e| BenchError::Invalid(format!("{preset} preprocessing: {e}")))?;
+    let mut set = FrameSet::new(cfg.height, cfg.width);
+    set.add_source(&mut camera, &mut pre, cfg.t_length)
+        .map_err(|e| BenchError::Invalid(format!("simulated calibration frames: {e}")))?;
     let windows = spread_windows(&set, cfg.t_length, 3);
     let cal =
         calibrate(&net, &store, &set, &windows, Default::default(), |_, _| {}).map_err(export)?;
@@ -129,24 +141,6 @@ pub fn timing_bundle(preset: &str, dir: &Path) -> Result<Bundle, BenchError> {
     write_model_bundle(dir, &format!("timing-{preset}"), &net, &store, int8)
         .map_err(|e| BenchError::Invalid(e.to_string()))?;
     Bundle::open(dir).map_err(|e| BenchError::Invalid(e.to_string()))
-}
-
-fn frame_set(cfg: &ModelConfig, frames: &[ThermalFrame]) -> Result<FrameSet, BenchError> {
-    let mut stack = FrameStack::new(cfg)?;
-    let plane = cfg.width * cfg.height;
-    let mut data = Vec::with_capacity(frames.len() * plane);
-    for f in frames {
-        stack.push(f)?;
-        let s = stack.as_slice();
-        data.extend_from_slice(&s[s.len() - plane..]);
-    }
-    let mut set = FrameSet::new(cfg.height, cfg.width);
-    set.clips.push(Clip {
-        name: "simulated".into(),
-        frames: data,
-        n: frames.len(),
-    });
-    Ok(set)
 }
 
 /// Options of the sweep.

@@ -79,6 +79,17 @@ pub struct BenchArgs {
     pub sweep_dir: Option<PathBuf>,
 }
 
+impl BenchArgs {
+    /// The backends asked for, tract f32 and int8 when none was.
+    fn backends(&self) -> Vec<Backend> {
+        if self.backends.is_empty() {
+            vec![Backend::TractF32, Backend::TractInt8]
+        } else {
+            self.backends.clone()
+        }
+    }
+}
+
 /// Candle and gemm size their thread pools from RAYON_NUM_THREADS; it must be set before the
 /// first pool starts.
 fn pin_threads(threads: usize) {
@@ -115,11 +126,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
     let bundle = Bundle::open(&a.bundle)
         .with_context(|| format!("opening the bundle {}", a.bundle.display()))?;
     let cfg = bundle.config().clone();
-    let backends = if a.backends.is_empty() {
-        vec![Backend::TractF32, Backend::TractInt8]
-    } else {
-        a.backends.clone()
-    };
+    let backends = a.backends();
     let peak = if a.peak {
         eprintln!("bench: peak f32 rate, threads {}…", a.threads);
         Some(peak::measure(1024, a.threads, Duration::from_secs(2))?)
@@ -334,11 +341,7 @@ fn run_sweep(a: &BenchArgs) -> anyhow::Result<()> {
     for p in &a.presets {
         ModelConfig::preset(p).with_context(|| format!("--presets: {p}"))?;
     }
-    let backends = if a.backends.is_empty() {
-        vec![Backend::TractF32, Backend::TractInt8]
-    } else {
-        a.backends.clone()
-    };
+    let backends = a.backends();
     let dir = match &a.sweep_dir {
         Some(d) => d.clone(),
         None => std::env::var_os("HOME")

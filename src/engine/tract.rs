@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tract_onnx::prelude::{
-    tvec, Framework, InferenceModelExt, IntoTValue, TValue, Tensor, TypedRunnableModel,
+    tvec, Framework, InferenceModelExt, IntoTValue, TValue, TVec, Tensor, TypedRunnableModel,
 };
 
 use tract_linalg::multithread::Executor;
@@ -104,6 +104,20 @@ impl TractScorer {
     }
 }
 
+/// The model's two inputs: the input frames (1, t−1 frames × c, H, W) and the memory (M, D).
+fn model_inputs(
+    cfg: &ModelConfig,
+    input: &[f32],
+    memory: &MemoryState,
+) -> Result<TVec<TValue>, EngineError> {
+    let shape = [1, cfg.input_channels(), cfg.height, cfg.width];
+    let frames = Tensor::from_shape(&shape, input).map_err(tract_err("input frames".into()))?;
+    let (m, d) = memory.shape();
+    let mem =
+        Tensor::from_shape(&[m, d], memory.items()).map_err(tract_err("input memory".into()))?;
+    Ok(tvec!(frames.into_tvalue(), mem.into_tvalue()))
+}
+
 /// Time one node of the model took, averaged over the profiled calls.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct NodeTime {
@@ -121,20 +135,13 @@ impl TractScorer {
     pub fn profile(&self, stack: &[f32], runs: usize) -> Result<Vec<NodeTime>, EngineError> {
         use tract_onnx::tract_core::plan::{eval, SimpleState};
         let (input, _) = split_stack(&self.cfg, stack)?;
-        let cfg = &self.cfg;
-        let (m, d) = self.memory.shape();
         let mut state = SimpleState::new(&self.model).map_err(tract_err("profiling".into()))?;
         let n = self.model.model().nodes().len();
         let mut total = vec![Duration::ZERO; n];
         for _ in 0..runs.max(1) {
-            let frames =
-                Tensor::from_shape(&[1, cfg.input_channels(), cfg.height, cfg.width], input)
-                    .map_err(tract_err("input frames".into()))?;
-            let mem = Tensor::from_shape(&[m, d], self.memory.items())
-                .map_err(tract_err("input memory".into()))?;
             state
                 .run_plan_with_eval(
-                    tvec!(frames.into_tvalue(), mem.into_tvalue()),
+                    model_inputs(&self.cfg, input, &self.memory)?,
                     |ctx, op_state, node, inputs| {
                         let t = Instant::now();
                         let r = eval(ctx, op_state, node, inputs);
@@ -238,14 +245,9 @@ impl Scorer for TractScorer {
         self.plan.run(|| {
             let (input, target) = split_stack(cfg, stack)?;
             let started = Instant::now();
-            let shape = [1, cfg.input_channels(), cfg.height, cfg.width];
             let (m, d) = memory.shape();
-            let frames =
-                Tensor::from_shape(&shape, input).map_err(tract_err("input frames".into()))?;
-            let mem = Tensor::from_shape(&[m, d], memory.items())
-                .map_err(tract_err("input memory".into()))?;
             let res = model
-                .run(tvec!(frames.into_tvalue(), mem.into_tvalue()))
+                .run(model_inputs(cfg, input, memory)?)
                 .map_err(tract_err("running the model".into()))?;
             let (qh, qw) = cfg.query_size();
             let n = qh * qw;
