@@ -109,8 +109,9 @@ fn export_writes_a_verified_bundle_with_int8_and_parity_and_uses_qat_ranges() {
         .windows(b"QLinearConv".len())
         .any(|w| w == b"QLinearConv"));
 
-    // Calibrate on the normal training clips: [calibration] lands in bundle.toml, the file
-    // hashes still verify.
+    // Calibrate on the normal training clips with the simulator's site file (the water
+    // masked, the pier end a zone with its own term): [calibration] lands in bundle.toml, the
+    // file hashes still verify.
     let text = ok(edge_cli()
         .args([
             "calibrate",
@@ -122,8 +123,11 @@ fn export_writes_a_verified_bundle_with_int8_and_parity_and_uses_qat_ranges() {
         ])
         .arg(dir.join("bundle"))
         .arg("--source")
-        .arg(dir.join("sim")));
+        .arg(dir.join("sim"))
+        .arg("--site")
+        .arg(dir.join("sim/site.toml")));
     assert!(text.contains("threshold"), "{text}");
+    assert!(text.contains("zone pier-end"), "{text}");
     let b = Bundle::open(&dir.join("bundle")).unwrap();
     let cal = b.manifest().calibration.clone().expect("calibration table");
     assert_eq!(cal["version"].as_integer(), Some(2));
@@ -133,6 +137,11 @@ fn export_writes_a_verified_bundle_with_int8_and_parity_and_uses_qat_ranges() {
     assert!(threshold.is_finite());
     assert_eq!(cal["backend"].as_str(), Some("tract-int8"));
     assert!(fit["score"]["psnr"]["sigma"].as_float().unwrap() > 0.0);
+    let zones = cal["zones"].as_array().unwrap();
+    assert_eq!(zones.len(), 1);
+    assert_eq!(zones[0]["name"].as_str(), Some("pier-end"));
+    let zone_stats = &fit["zones"].as_array().unwrap()[0];
+    assert!(zone_stats["median"].as_float().unwrap().is_finite());
 
     // Evaluate on the labelled test clips: both protocols, alarms at the calibrated threshold,
     // the per-type breakdown from the simulator's manifest, plots.
@@ -153,6 +162,7 @@ fn export_writes_a_verified_bundle_with_int8_and_parity_and_uses_qat_ranges() {
     let protocols = report["protocols"].as_array().unwrap();
     assert_eq!(protocols.len(), 2);
     assert_eq!(protocols[0]["protocol"], "paper");
+    assert_eq!(report["calibration"]["zones"][0]["name"], "pier-end");
     let causal = &protocols[1];
     assert_eq!(causal["protocol"], "causal");
     assert!(

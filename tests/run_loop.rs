@@ -258,3 +258,60 @@ fn a_camera_fault_raises_a_health_alert_and_the_loop_reconnects() {
     assert_eq!(last.kind, AlertKind::Health);
     assert_eq!(last.detail.as_ref().unwrap()["camera"], "streaming");
 }
+
+/// Runs the loop under `cal` over a quiet night clip; returns the anomaly start alerts.
+fn starts_under(cal: &thermal_edge::score::calibration::Calibration) -> Vec<Alert> {
+    let bundle = bundle();
+    let scorer = open_scorer(&bundle, Backend::TractF32, 1).unwrap();
+    let mut p = pipeline(scorer, cal, GuardConfig::default());
+    let mut source = camera(Vec::new(), 24, 0, 11, false);
+    let mut alerts = Vec::new();
+    let mut frame = ThermalFrame::zeroed(1, 1, Default::default());
+    while source.next_into(&mut frame).unwrap() {
+        p.process(&frame, 0, &mut |a| alerts.push(a)).unwrap();
+    }
+    p.finish(0, &mut |a| alerts.push(a));
+    alerts.retain(|a| a.kind == AlertKind::AnomalyStart);
+    alerts
+}
+
+#[test]
+fn a_calibrated_zone_names_its_event_and_a_masked_zone_never_counts() {
+    use thermal_edge::score::causal::TermStats;
+    use thermal_edge::score::zones::{Polygon, Zone};
+    let base = calibration(&bundle());
+    // The simulated harbor's pier end.
+    let pier = Zone {
+        name: "pier-end".into(),
+        polygon: Polygon(vec![
+            [0.6584, 0.70],
+            [0.7970, 0.70],
+            [0.8690, 0.86],
+            [0.6968, 0.86],
+        ]),
+        sensitivity: 1.0,
+    };
+    // Statistics no real frame meets (99 ± 0.01 dB): the zone's own term is far above the
+    // threshold on every frame, while the whole frame is as normal as the clip.
+    let mut zoned = base.clone();
+    zoned.zones = vec![pier.clone()];
+    for f in &mut zoned.fits {
+        f.zones = vec![TermStats {
+            median: 99.0,
+            sigma: 0.01,
+        }];
+    }
+    assert!(starts_under(&base).is_empty(), "the quiet clip alerts");
+    let zoned_starts = starts_under(&zoned);
+    let first = zoned_starts
+        .first()
+        .expect("the zone's term raises an event");
+    assert_eq!(
+        first.anomaly.as_ref().unwrap().zone.as_deref(),
+        Some("pier-end")
+    );
+    // The same zone wholly under a mask has no pixel left: it never counts.
+    let mut masked = zoned.clone();
+    masked.masks = vec![pier.polygon.clone()];
+    assert!(starts_under(&masked).is_empty());
+}

@@ -14,7 +14,7 @@ use crate::model::config::Mode;
 use crate::score::calibration::{Calibration, FitSettings, NormalFrame};
 use crate::score::footage::score_terms;
 use crate::score::regime::{RegimeError, RegimeSpec};
-use crate::score::terms::TermsConfig;
+use crate::score::terms::{TermsConfig, ZonePixels};
 use crate::score::threshold::TailMethod;
 use crate::source::{footage_clips, OpenOptions};
 
@@ -54,9 +54,13 @@ pub struct CalibrateArgs {
     /// Remove the frame's mean prediction error before squaring (FFC/AGC level steps).
     #[arg(long)]
     pub offset_compensation: bool,
-    /// Site file whose masks are left out of the prediction error (see `edge-cli run`).
+    /// Site file (see `edge-cli run`): its masks are left out of the prediction error, and each
+    /// of its zones gets its own prediction-error term, scaled by the zone's sensitivity.
     #[arg(long)]
     pub site: Option<PathBuf>,
+    /// Ignore the site's zones for scoring (masks still apply).
+    #[arg(long)]
+    pub no_zone_terms: bool,
     /// Backend that scores the footage (use the one the board runs).
     #[arg(long, default_value = "tract-f32")]
     pub backend: Backend,
@@ -72,6 +76,7 @@ fn score_footage(
     a: &CalibrateArgs,
     terms: &TermsConfig,
     masked: Option<&[bool]>,
+    zones: &ZonePixels,
 ) -> anyhow::Result<Vec<Vec<NormalFrame>>> {
     let mut scorer = open_scorer(bundle, a.backend, a.threads)?;
     let mut stack = FrameStack::for_bundle(bundle)?;
@@ -90,8 +95,15 @@ fn score_footage(
     for clip in clips_in {
         let mut src = clip.open(&OpenOptions::default())?;
         let name = src.info().name.clone();
-        let frames = score_terms(scorer.as_mut(), &mut stack, src.as_mut(), terms, masked)
-            .with_context(|| format!("scoring {name}"))?;
+        let frames = score_terms(
+            scorer.as_mut(),
+            &mut stack,
+            src.as_mut(),
+            terms,
+            masked,
+            zones,
+        )
+        .with_context(|| format!("scoring {name}"))?;
         clips.push(
             frames
                 .iter()
@@ -101,6 +113,7 @@ fn score_footage(
                     scene_c: f.scene_c,
                     psnr: f.psnr,
                     distance: f.distance,
+                    zones: f.zones.clone(),
                 })
                 .collect(),
         );
@@ -128,7 +141,23 @@ pub fn run(a: &CalibrateArgs) -> anyhow::Result<()> {
         patch: a.patch,
         offset_compensation: a.offset_compensation,
     };
-    let clips = score_footage(&a.source, &bundle, a, &terms, grid.as_deref())?;
+    let zones = match &site {
+        Some(s) if !a.no_zone_terms => s.zones.clone(),
+        _ => Vec::new(),
+    };
+    let polygons: Vec<_> = zones.iter().map(|z| z.polygon.clone()).collect();
+    let zone_px = ZonePixels::new(&polygons, cfg.width, cfg.height, grid.as_deref());
+    for (z, n) in zones.iter().zip(zone_px.counts()) {
+        if n == 0 {
+            bail!(
+                "zone {}: no unmasked pixel on the {}×{} model grid; remove it, unmask it or pass --no-zone-terms",
+                z.name,
+                cfg.width,
+                cfg.height
+            );
+        }
+    }
+    let clips = score_footage(&a.source, &bundle, a, &terms, grid.as_deref(), &zone_px)?;
     let regimes = match RegimeSpec::parse_cli(&a.regimes) {
         Ok(r) => r,
         Err(RegimeError::SplitNeeded) => {
@@ -158,6 +187,7 @@ pub fn run(a: &CalibrateArgs) -> anyhow::Result<()> {
             smoothing: a.smoothing,
             terms,
             masks,
+            zones,
             regimes,
         },
     )
@@ -180,6 +210,24 @@ pub fn run(a: &CalibrateArgs) -> anyhow::Result<()> {
     println!("  {:<26} {}", "prediction-error term", terms.describe());
     if !cal.masks.is_empty() {
         println!("  {:<26} {} polygons", "masks", cal.masks.len());
+    }
+    for (k, z) in cal.zones.iter().enumerate() {
+        let stats: Vec<String> = cal
+            .fits
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} {:.2} ± {:.2} dB",
+                    f.regime, f.zones[k].median, f.zones[k].sigma
+                )
+            })
+            .collect();
+        println!(
+            "  {:<26} sensitivity {}, normal PSNR {}",
+            format!("zone {}", z.name),
+            z.sensitivity,
+            stats.join(", ")
+        );
     }
     println!("  {:<26} {}", "regimes", cal.regimes);
     println!(

@@ -24,7 +24,7 @@ use crate::score::evaluate::{
 };
 use crate::score::events::EventConfig;
 use crate::score::footage::score_terms;
-use crate::score::terms::TermsConfig;
+use crate::score::terms::{TermsConfig, ZonePixels};
 use crate::source::{open_source, replay_files, tre, FrameSource, OpenOptions};
 
 /// Which protocols to report.
@@ -188,6 +188,7 @@ fn score_clips(
     jobs: Vec<ClipJob>,
     terms: &TermsConfig,
     masked: Option<&[bool]>,
+    zones: &ZonePixels,
 ) -> anyhow::Result<(Vec<ScoredClip>, usize)> {
     let mut scorer = open_scorer(bundle, a.backend, a.threads)?;
     let mut stack = FrameStack::for_bundle(bundle)?;
@@ -208,8 +209,15 @@ fn score_clips(
             pb.inc(1);
             continue;
         }
-        let frames = score_terms(scorer.as_mut(), &mut stack, src.as_mut(), terms, masked)
-            .with_context(|| format!("scoring {}", job.name))?;
+        let frames = score_terms(
+            scorer.as_mut(),
+            &mut stack,
+            src.as_mut(),
+            terms,
+            masked,
+            zones,
+        )
+        .with_context(|| format!("scoring {}", job.name))?;
         let anomalies = match job.typed {
             Some(mut t) => {
                 // Anomalies wholly inside the unscored first frames cannot be detected.
@@ -280,7 +288,13 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
     } else {
         Some(mask_grid(&masks, cfg.width, cfg.height)?)
     };
-    let (clips, unlabelled) = score_clips(&bundle, a, jobs, &terms, grid.as_deref())?;
+    // Each calibrated zone is scored on its own, as on the board.
+    let zone_polygons: Vec<_> = calibration
+        .as_ref()
+        .map(|c| c.zones.iter().map(|z| z.polygon.clone()).collect())
+        .unwrap_or_default();
+    let zones = ZonePixels::new(&zone_polygons, cfg.width, cfg.height, grid.as_deref());
+    let (clips, unlabelled) = score_clips(&bundle, a, jobs, &terms, grid.as_deref(), &zones)?;
     if clips.is_empty() {
         bail!("{}: none of the clips has labels", a.data.display());
     }
@@ -382,6 +396,7 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
         "calibration": calibration.as_ref().map(|c| serde_json::json!({
             "source": c.source, "alerts_per_day": c.alerts_per_day, "fps": c.fps,
             "terms": c.terms.describe(), "masks": c.masks.len(), "regimes": c.regimes.to_string(),
+            "zones": c.zones.iter().map(|z| serde_json::json!({"name": z.name, "sensitivity": z.sensitivity})).collect::<Vec<_>>(),
             "fits": c.fits,
         })),
         "drift": drift.iter().map(|(r, s)| serde_json::json!({"regime": r, "status": s})).collect::<Vec<_>>(),

@@ -20,7 +20,7 @@ use crate::frame::{ThermalFrame, Units};
 use crate::score::calibration::{Calibration, CalibrationError, RegimeDrift, RegimeScorer};
 use crate::score::drift::{DriftConfig, DriftError, DriftState};
 use crate::score::events::{EventConfig, EventConfigError, EventDetector, EventUpdate, Phase};
-use crate::score::terms::{frame_psnr_with, TermScratch, TermsConfig};
+use crate::score::terms::{frame_psnr_with, TermScratch, TermsConfig, ZonePixels};
 use crate::score::zones::{Region, ZoneMap};
 
 use self::health::{CameraState, Counters, HealthRecord, LatencyWindow};
@@ -120,6 +120,10 @@ pub struct Pipeline<'a> {
     scratch: TermScratch,
     terms: TermsConfig,
     masked: Option<Vec<bool>>,
+    zone_pixels: ZonePixels,
+    zone_psnr: Vec<f64>,
+    /// The calibrated zone whose own term set the last score, if one did.
+    last_zone: Option<&'a str>,
     zones: ZoneMap,
     regime: RegimeScorer<'a>,
     drift: RegimeDrift<'a>,
@@ -188,6 +192,8 @@ impl<'a> Pipeline<'a> {
                     .map_err(|e| PipelineError::Masks(e.to_string()))?,
             )
         };
+        let zone_polygons: Vec<_> = cal.zones.iter().map(|z| z.polygon.clone()).collect();
+        let zone_pixels = ZonePixels::new(&zone_polygons, cfg.width, cfg.height, masked.as_deref());
         Ok(Self {
             id,
             settings,
@@ -195,6 +201,9 @@ impl<'a> Pipeline<'a> {
             out: ScoreOutput::default(),
             scratch: TermScratch::default(),
             terms: cal.terms,
+            zone_psnr: Vec::with_capacity(zone_pixels.len()),
+            zone_pixels,
+            last_zone: None,
             masked,
             zones,
             regime,
@@ -334,11 +343,14 @@ impl<'a> Pipeline<'a> {
             .score_into(self.stack.as_slice(), &mut self.out)?;
         let inference = self.scorer.last_forward();
         let cfg = self.scorer.config();
-        let psnr = if self.terms == TermsConfig::PAPER && self.masked.is_none() {
+        let psnr = if self.terms == TermsConfig::PAPER
+            && self.masked.is_none()
+            && self.zone_pixels.is_empty()
+        {
             f64::from(self.out.psnr)
         } else {
             let (_, target) = split_stack(cfg, self.stack.as_slice())?;
-            frame_psnr_with(
+            let psnr = frame_psnr_with(
                 &mut self.scratch,
                 &self.out.pred,
                 target,
@@ -346,13 +358,20 @@ impl<'a> Pipeline<'a> {
                 cfg.height,
                 &self.terms,
                 self.masked.as_deref(),
-            )
+            );
+            self.zone_pixels
+                .psnrs_into(self.scratch.squared_error(), &mut self.zone_psnr);
+            psnr
         };
         let distance = f64::from(self.out.feature_distance);
         let scene_c = crate::engine::scene_celsius(frame).map(f64::from);
         let t_us = frame.meta.timestamp_us;
-        let (score, regime) = self.regime.push(t_us, scene_c, psnr, distance)?;
+        let scored = self
+            .regime
+            .push(t_us, scene_c, psnr, distance, &self.zone_psnr)?;
+        let (score, regime) = (scored.score, scored.regime);
         self.last_regime = regime;
+        self.last_zone = scored.zone;
         log::debug!(
             "frame {}: score {score:.2} (PSNR {psnr:.2} dB, distance {distance:.3e}, {regime})",
             frame.meta.seq
@@ -451,11 +470,14 @@ impl<'a> Pipeline<'a> {
         } else {
             self.regions(frame)
         };
-        let zone = regions
-            .iter()
-            .filter(|r| r.zone.is_some())
-            .max_by_key(|r| r.area)
-            .and_then(|r| r.zone.clone());
+        // A zone whose own term raised the score names the event; else the largest region's.
+        let zone = self.last_zone.map(str::to_string).or_else(|| {
+            regions
+                .iter()
+                .filter(|r| r.zone.is_some())
+                .max_by_key(|r| r.area)
+                .and_then(|r| r.zone.clone())
+        });
         let mut snapshot = Vec::new();
         if kind == AlertKind::AnomalyStart {
             snapshot = self.snapshot(frame, u, &regions, score);

@@ -3,12 +3,12 @@
 //! with, the regimes, and per regime the causal score's normal statistics and the alert
 //! threshold. Sans-I/O: the caller reads and writes the bundle.
 
-use crate::score::causal::{CausalError, CausalModel};
+use crate::score::causal::{CausalError, CausalModel, TermStats};
 use crate::score::drift::{DriftConfig, DriftError, DriftMonitor, DriftStatus};
 use crate::score::regime::{RegimeError, RegimeSpec};
 use crate::score::terms::TermsConfig;
 use crate::score::threshold::{fit_threshold_clips, ThresholdError, ThresholdFit};
-use crate::score::zones::Polygon;
+use crate::score::zones::{Polygon, Zone};
 
 /// The `[calibration]` table version this build writes and reads.
 pub const CALIBRATION_VERSION: u32 = 2;
@@ -22,6 +22,47 @@ pub struct RegimeFit {
     pub score: CausalModel,
     /// The alert threshold on that score.
     pub threshold: ThresholdFit,
+    /// Per calibrated zone (in the order of [`Calibration::zones`]): its prediction-error
+    /// term's (PSNR, dB) normal statistics in this regime.
+    #[serde(default)]
+    pub zones: Vec<TermStats>,
+}
+
+impl RegimeFit {
+    /// The unsmoothed score of one frame and the zone that set it: the frame's causal score,
+    /// or a zone's PSNR drop in robust σ times its sensitivity when that is higher (a small
+    /// intruder on a closed pier end lowers the zone's PSNR far more than the frame's).
+    pub fn raw(
+        &self,
+        zones: &[Zone],
+        psnr: f64,
+        distance: f64,
+        zone_psnr: &[f64],
+    ) -> (f64, Option<usize>) {
+        combined_raw(&self.score, &self.zones, zones, psnr, distance, zone_psnr)
+    }
+}
+
+/// [`RegimeFit::raw`] from its parts.
+fn combined_raw(
+    score: &CausalModel,
+    stats: &[TermStats],
+    zones: &[Zone],
+    psnr: f64,
+    distance: f64,
+    zone_psnr: &[f64],
+) -> (f64, Option<usize>) {
+    let mut best = (score.raw(psnr, distance), None);
+    for (k, ((stats, zone), &p)) in stats.iter().zip(zones).zip(zone_psnr).enumerate() {
+        if !p.is_finite() {
+            continue;
+        }
+        let v = -stats.z(p) * zone.sensitivity;
+        if v > best.0 {
+            best = (v, Some(k));
+        }
+    }
+    best
 }
 
 /// The calibration of a bundle for a site.
@@ -43,6 +84,9 @@ pub struct Calibration {
     /// Masked areas (normalised polygons) left out of the prediction error.
     #[serde(default)]
     pub masks: Vec<Polygon>,
+    /// Zones with their own prediction-error term and sensitivity (the site's, at calibration).
+    #[serde(default)]
+    pub zones: Vec<Zone>,
     /// How frames are split into regimes.
     #[serde(default)]
     pub regimes: RegimeSpec,
@@ -81,6 +125,16 @@ pub enum CalibrationError {
         #[source]
         source: CausalError,
     },
+    /// The zone statistics do not match the zones.
+    #[error("[calibration]: regime {regime} has statistics for {found} zones, the calibration lists {want}; run edge-cli calibrate again")]
+    Zones {
+        /// Regime.
+        regime: String,
+        /// Zones listed.
+        want: usize,
+        /// Statistics found.
+        found: usize,
+    },
     /// A regime's threshold could not be fitted.
     #[error("regime {regime}: {source}")]
     Threshold {
@@ -93,7 +147,7 @@ pub enum CalibrationError {
 }
 
 /// One normal frame's score terms and what its regime depends on.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NormalFrame {
     /// Capture time, Unix µs.
     pub t_us: i64,
@@ -103,6 +157,8 @@ pub struct NormalFrame {
     pub psnr: f64,
     /// Feature distance.
     pub distance: f64,
+    /// Each zone's prediction-error term (PSNR, dB), in the order of the settings' zones.
+    pub zones: Vec<f64>,
 }
 
 /// What [`Calibration::fit`] needs besides the footage.
@@ -124,6 +180,8 @@ pub struct FitSettings {
     pub terms: TermsConfig,
     /// Masks.
     pub masks: Vec<Polygon>,
+    /// Zones, each with its own term and sensitivity.
+    pub zones: Vec<Zone>,
     /// Regimes.
     pub regimes: RegimeSpec,
 }
@@ -144,7 +202,14 @@ impl Calibration {
                     .iter()
                     .position(|n| *n == r)
                     .expect("classify returns a listed name");
-                parts[i].push(*f);
+                if f.zones.len() != s.zones.len() {
+                    return Err(CalibrationError::Decode(format!(
+                        "a normal frame has {} zone terms for {} zones",
+                        f.zones.len(),
+                        s.zones.len()
+                    )));
+                }
+                parts[i].push(f.clone());
             }
             for (i, p) in parts.into_iter().enumerate() {
                 if !p.is_empty() {
@@ -163,11 +228,39 @@ impl Calibration {
                     source,
                 }
             })?;
+            let zones = s
+                .zones
+                .iter()
+                .enumerate()
+                .map(|(k, z)| {
+                    let v: Vec<f64> = parts.iter().flatten().map(|f| f.zones[k]).collect();
+                    TermStats::fit(&v, 1e-2).ok_or_else(|| CalibrationError::Causal {
+                        regime: name.to_string(),
+                        source: CausalError::Parameter(format!(
+                            "zone {}: no finite PSNR on normal footage (is it wholly masked?)",
+                            z.name
+                        )),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            // The threshold is fitted on the score the board computes, zones included, so the
+            // false-alarm budget covers them.
+            let lambda = score.smoothing;
             let scores: Vec<Vec<f64>> = parts
                 .iter()
                 .map(|p| {
-                    let mut sc = crate::score::causal::CausalScorer::new(score.clone());
-                    p.iter().map(|f| sc.push(f.psnr, f.distance)).collect()
+                    let mut state: Option<f64> = None;
+                    p.iter()
+                        .map(|f| {
+                            let x = combined_raw(
+                                &score, &zones, &s.zones, f.psnr, f.distance, &f.zones,
+                            )
+                            .0;
+                            let v = state.map_or(x, |prev| lambda * prev + (1.0 - lambda) * x);
+                            state = Some(v);
+                            v
+                        })
+                        .collect()
                 })
                 .collect();
             let refs: Vec<&[f64]> = scores.iter().map(Vec::as_slice).collect();
@@ -180,6 +273,7 @@ impl Calibration {
                 regime: name.to_string(),
                 score,
                 threshold,
+                zones,
             });
         }
         Ok(Self {
@@ -190,6 +284,7 @@ impl Calibration {
             fps: s.fps,
             terms: s.terms,
             masks: s.masks.clone(),
+            zones: s.zones.clone(),
             regimes: s.regimes,
             fits,
         })
@@ -213,6 +308,15 @@ impl Calibration {
                 want,
                 found,
             });
+        }
+        for f in &c.fits {
+            if f.zones.len() != c.zones.len() {
+                return Err(CalibrationError::Zones {
+                    regime: f.regime.clone(),
+                    want: c.zones.len(),
+                    found: f.zones.len(),
+                });
+            }
         }
         Ok(c)
     }
@@ -301,6 +405,17 @@ impl<'a> RegimeDrift<'a> {
     }
 }
 
+/// One frame's causal score under a calibration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored<'a> {
+    /// The smoothed score, to compare with [`RegimeScorer::threshold`].
+    pub score: f64,
+    /// The regime the frame fell in.
+    pub regime: &'a str,
+    /// The calibrated zone whose own term set the (unsmoothed) score, if one did.
+    pub zone: Option<&'a str>,
+}
+
 /// The causal score of a stream under a calibration: each frame standardised by its regime's
 /// statistics and expressed relative to that regime's threshold, so one alarm threshold serves
 /// every regime.
@@ -326,28 +441,36 @@ impl<'a> RegimeScorer<'a> {
         }
     }
 
-    /// The smoothed score of the next frame and its regime.
+    /// The smoothed score of the next frame, its regime and the zone that set it;
+    /// `zone_psnr` holds the PSNR of each of the calibration's zones (empty without zones).
     pub fn push(
         &mut self,
         t_us: i64,
         scene_c: Option<f64>,
         psnr: f64,
         distance: f64,
-    ) -> Result<(f64, &'a str), CalibrationError> {
-        let fit = self.cal.fit_for(t_us, scene_c)?;
-        let offset = if self.cal.fits.len() == 1 {
+        zone_psnr: &[f64],
+    ) -> Result<Scored<'a>, CalibrationError> {
+        let cal = self.cal;
+        let fit = cal.fit_for(t_us, scene_c)?;
+        let offset = if cal.fits.len() == 1 {
             0.0
         } else {
             fit.threshold.threshold
         };
-        let x = fit.score.raw(psnr, distance) - offset;
+        let (raw, zone) = fit.raw(&cal.zones, psnr, distance, zone_psnr);
+        let x = raw - offset;
         let lambda = fit.score.smoothing;
         let s = match self.state {
             Some(prev) => lambda * prev + (1.0 - lambda) * x,
             None => x,
         };
         self.state = Some(s);
-        Ok((s, fit.regime.as_str()))
+        Ok(Scored {
+            score: s,
+            regime: fit.regime.as_str(),
+            zone: zone.map(|k| cal.zones[k].name.as_str()),
+        })
     }
 
     /// Forgets the smoothing state (a new clip, or a gap in the stream).
@@ -375,6 +498,7 @@ mod tests {
                             scene_c: Some(if day { 18.0 } else { 8.0 }),
                             psnr: if day { 36.0 } else { 30.0 } + rng.normal() * 0.5,
                             distance: 1e-5 * (1.0 + 0.1 * rng.normal()),
+                            zones: vec![],
                         }
                     })
                     .collect()
@@ -392,6 +516,7 @@ mod tests {
             smoothing: 0.0,
             terms: TermsConfig::default(),
             masks: vec![],
+            zones: vec![],
             regimes,
         }
     }
@@ -413,11 +538,13 @@ mod tests {
         assert!((night.score.psnr.median - 30.0).abs() < 0.1);
         // A 31 dB frame is normal at night and far out by day.
         let mut s = RegimeScorer::new(&cal);
-        let (at_night, r) = s.push(2 * HOUR_US, None, 31.0, 1e-5).unwrap();
-        assert_eq!(r, "night");
+        let at_night = s.push(2 * HOUR_US, None, 31.0, 1e-5, &[]).unwrap();
+        assert_eq!((at_night.regime, at_night.zone), ("night", None));
+        let at_night = at_night.score;
         s.reset();
-        let (by_day, r) = s.push(12 * HOUR_US, None, 31.0, 1e-5).unwrap();
-        assert_eq!(r, "day");
+        let by_day = s.push(12 * HOUR_US, None, 31.0, 1e-5, &[]).unwrap();
+        assert_eq!(by_day.regime, "day");
+        let by_day = by_day.score;
         assert!(
             at_night < s.threshold() && by_day > s.threshold(),
             "{at_night} {by_day}"
@@ -425,6 +552,118 @@ mod tests {
 
         let back = Calibration::from_table(&cal.to_table()).unwrap();
         assert_eq!(back, cal);
+    }
+
+    /// A zone around 40 dB (little moves there) in frames around 33 dB.
+    fn zone_footage(rng: &mut Rng) -> Vec<Vec<NormalFrame>> {
+        (0..8)
+            .map(|c| {
+                (0..120)
+                    .map(|i| NormalFrame {
+                        t_us: c * HOUR_US + i * 1_000_000,
+                        scene_c: None,
+                        psnr: 33.0 + rng.normal() * 0.5,
+                        distance: 1e-5 * (1.0 + 0.1 * rng.normal()),
+                        zones: vec![40.0 + rng.normal() * 0.5],
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn pier(sensitivity: f64) -> Zone {
+        Zone {
+            name: "pier-end".into(),
+            polygon: Polygon(vec![[0.6, 0.7], [0.8, 0.7], [0.8, 0.9], [0.6, 0.9]]),
+            sensitivity,
+        }
+    }
+
+    #[test]
+    fn a_zone_raises_the_score_the_frame_alone_would_not_and_is_named() {
+        let mut rng = Rng::new(11);
+        let clips = zone_footage(&mut rng);
+        let mut set = settings(RegimeSpec::None);
+        set.zones = vec![pier(1.0)];
+        let cal = Calibration::fit(&clips, &set).unwrap();
+        assert_eq!(cal.fits[0].zones.len(), 1);
+        assert!((cal.fits[0].zones[0].median - 40.0).abs() < 0.1);
+        let mut s = RegimeScorer::new(&cal);
+        let th = s.threshold();
+        // A normal frame and a normal zone: below the threshold.
+        let calm = s.push(0, None, 33.0, 1e-5, &[40.0]).unwrap();
+        assert!(calm.score < th, "{calm:?} {th}");
+        // Someone on the pier end: the zone drops 8 dB, the frame only 0.3 dB.
+        let intruder = s.push(0, None, 32.7, 1e-5, &[32.0]).unwrap();
+        assert!(intruder.score > th, "{intruder:?} {th}");
+        assert_eq!(intruder.zone, Some("pier-end"));
+        // Without the zone term the same frame stays normal.
+        let frame_only = cal.fits[0].score.raw(32.7, 1e-5);
+        assert!(frame_only < th, "{frame_only} {th}");
+        // A wholly masked zone (+∞ dB) never counts.
+        let masked = s.push(0, None, 33.0, 1e-5, &[f64::INFINITY]).unwrap();
+        assert!(masked.zone.is_none());
+
+        // Sensitivity scales the zone's term: half as sensitive, a drop that barely crosses
+        // now stays below.
+        let z = &cal.fits[0].zones[0];
+        let just_over = z.median - 1.2 * th * z.sigma;
+        let mut half = cal.clone();
+        half.zones[0].sensitivity = 0.5;
+        let over = RegimeScorer::new(&cal)
+            .push(0, None, 33.0, 1e-5, &[just_over])
+            .unwrap();
+        let under = RegimeScorer::new(&half)
+            .push(0, None, 33.0, 1e-5, &[just_over])
+            .unwrap();
+        assert!(
+            over.score > th && under.score < th,
+            "{over:?} {under:?} {th}"
+        );
+
+        // Round trip, and a table whose statistics do not match its zones is refused.
+        assert_eq!(Calibration::from_table(&cal.to_table()).unwrap(), cal);
+        let mut bad = cal.clone();
+        bad.fits[0].zones.clear();
+        let e = Calibration::from_table(&bad.to_table())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("0 zones") && e.contains("lists 1"), "{e}");
+        // Frames whose zone terms do not match the settings are refused, not misread.
+        let mut short = clips.clone();
+        short[0][0].zones.clear();
+        assert!(Calibration::fit(&short, &set).is_err());
+    }
+
+    #[test]
+    fn the_zone_threshold_keeps_the_false_alarm_budget() {
+        // Fitting with a zone must not loosen the budget: normal footage crosses the zone-aware
+        // threshold no more often than the frame-only one's.
+        let mut rng = Rng::new(12);
+        let clips = zone_footage(&mut rng);
+        let mut set = settings(RegimeSpec::None);
+        let mut without = clips.clone();
+        without.iter_mut().flatten().for_each(|f| f.zones.clear());
+        let plain = Calibration::fit(&without, &set).unwrap();
+        set.zones = vec![pier(2.0)];
+        let zoned = Calibration::fit(&clips, &set).unwrap();
+        let fresh = zone_footage(&mut rng);
+        let count = |cal: &Calibration| {
+            let mut s = RegimeScorer::new(cal);
+            let th = s.threshold();
+            fresh
+                .iter()
+                .flatten()
+                .filter(|f| {
+                    let z: &[f64] = if cal.zones.is_empty() { &[] } else { &f.zones };
+                    s.push(f.t_us, None, f.psnr, f.distance, z).unwrap().score >= th
+                })
+                .count()
+        };
+        let (a, b) = (count(&plain), count(&zoned));
+        // 960 frames at 2 alerts a day: about 0.02 expected; a handful would mean a broken fit.
+        assert!(a <= 3 && b <= 3, "plain {a}, zoned {b}");
+        assert!(zoned.fits[0].threshold.threshold >= plain.fits[0].threshold.threshold * 0.9);
     }
 
     #[test]

@@ -10,8 +10,8 @@ use crate::score::events::{EventConfig, EventConfigError, EventDetector, Phase};
 use crate::score::metrics::{detection, min_max_per_clip, ClipScores, Detection};
 use crate::stats::{auc, roc_curve};
 
-/// One scored frame of a clip: the two score terms and the label.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// One scored frame of a clip: the score terms and the label.
+#[derive(Debug, Clone, PartialEq)]
 pub struct TermFrame {
     /// Frame index in the clip (frames before the stack fills are never scored).
     pub seq: u64,
@@ -25,6 +25,8 @@ pub struct TermFrame {
     pub psnr: f64,
     /// Feature distance to the memory.
     pub distance: f64,
+    /// Each calibrated zone's prediction-error term (PSNR, dB); empty without zones.
+    pub zones: Vec<f64>,
     /// Whether the frame is labelled anomalous.
     pub anomalous: bool,
 }
@@ -92,8 +94,8 @@ pub fn causal_scores(
     frames
         .iter()
         .map(|f| {
-            s.push(f.t_us, f.scene_c, f.psnr, f.distance)
-                .map(|(v, _)| v)
+            s.push(f.t_us, f.scene_c, f.psnr, f.distance, &f.zones)
+                .map(|v| v.score)
         })
         .collect()
 }
@@ -422,6 +424,7 @@ mod tests {
                 psnr_frame: p,
                 psnr: p,
                 distance: 0.0,
+                zones: vec![],
                 anomalous: l == 1,
             })
             .collect()

@@ -4,23 +4,27 @@
 
 use crate::engine::{score_source_inspect, split_stack, EngineError, FrameStack, Scorer};
 use crate::score::evaluate::TermFrame;
-use crate::score::terms::{frame_psnr, TermsConfig};
+use crate::score::terms::{frame_psnr_with, TermScratch, TermsConfig, ZonePixels};
 use crate::source::{label, FrameSource};
 
 /// Scores `source` from the start (the stack is cleared; the scorer's memory carries over) and
-/// returns every scored frame's terms; `masked` (H·W of the model input, true = ignore).
+/// returns every scored frame's terms; `masked` (H·W of the model input, true = ignore);
+/// `zones`: the calibrated zones' pixels, each scored on its own.
 pub fn score_terms(
     scorer: &mut dyn Scorer,
     stack: &mut FrameStack,
     source: &mut dyn FrameSource,
     terms: &TermsConfig,
     masked: Option<&[bool]>,
+    zones: &ZonePixels,
 ) -> Result<Vec<TermFrame>, EngineError> {
     stack.clear();
     let cfg = scorer.config().clone();
-    let plain = *terms == TermsConfig::PAPER && masked.is_none();
+    let plain = *terms == TermsConfig::PAPER && masked.is_none() && zones.is_empty();
     // Set by `inspect`, which runs before `on_frame` for the same frame.
     let pooled = std::cell::Cell::new(f64::NAN);
+    let zone_psnr = std::cell::RefCell::new(Vec::new());
+    let mut scratch = TermScratch::default();
     let mut frames = Vec::new();
     score_source_inspect(
         scorer,
@@ -30,7 +34,8 @@ pub fn score_terms(
         |f| {
             if !plain {
                 let (_, target) = split_stack(&cfg, f.stack)?;
-                pooled.set(frame_psnr(
+                pooled.set(frame_psnr_with(
+                    &mut scratch,
                     &f.out.pred,
                     target,
                     cfg.width,
@@ -38,6 +43,7 @@ pub fn score_terms(
                     terms,
                     masked,
                 ));
+                zones.psnrs_into(scratch.squared_error(), &mut zone_psnr.borrow_mut());
             }
             Ok(())
         },
@@ -50,6 +56,7 @@ pub fn score_terms(
                 psnr_frame,
                 psnr: if plain { psnr_frame } else { pooled.get() },
                 distance: f64::from(f.feature_distance),
+                zones: zone_psnr.borrow().clone(),
                 anomalous: f.label == Some(label::EVENT),
             });
         },

@@ -50,6 +50,75 @@ pub struct TermScratch {
     cnt: Vec<u32>,
 }
 
+impl TermScratch {
+    /// The per-pixel squared error (H·W, [0, 1] space, offset-compensated when the terms say
+    /// so) of the last [`frame_psnr_with`] call, for the zone terms.
+    pub fn squared_error(&self) -> &[f64] {
+        &self.diff
+    }
+}
+
+/// The pixels of each calibrated zone on the model grid, masked pixels left out, so that each
+/// zone gets its own prediction-error term (a person on a closed pier end is a few dozen pixels
+/// of a whole frame, but most of the zone's).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ZonePixels {
+    pixels: Vec<Vec<u32>>,
+}
+
+impl ZonePixels {
+    /// Rasterizes `zones` (normalised polygons) on a `width`×`height` grid; `masked` pixels
+    /// (H·W, true = ignore) never count. A zone may overlap another: each gets all its pixels.
+    pub fn new(
+        zones: &[crate::score::zones::Polygon],
+        width: usize,
+        height: usize,
+        masked: Option<&[bool]>,
+    ) -> Self {
+        let pixels = zones
+            .iter()
+            .map(|z| {
+                z.rasterize(width, height)
+                    .into_iter()
+                    .enumerate()
+                    .filter(|&(i, inside)| inside && masked.is_none_or(|m| !m[i]))
+                    .map(|(i, _)| i as u32)
+                    .collect()
+            })
+            .collect();
+        Self { pixels }
+    }
+
+    /// Number of zones.
+    pub fn len(&self) -> usize {
+        self.pixels.len()
+    }
+
+    /// Whether there are no zones.
+    pub fn is_empty(&self) -> bool {
+        self.pixels.is_empty()
+    }
+
+    /// Unmasked pixels of each zone.
+    pub fn counts(&self) -> Vec<usize> {
+        self.pixels.iter().map(Vec::len).collect()
+    }
+
+    /// Each zone's PSNR (dB) from a squared-error map (H·W), written into `out`. A zone with no
+    /// unmasked pixel gets +∞ (a perfect prediction: never anomalous).
+    pub fn psnrs_into(&self, sq_err: &[f64], out: &mut Vec<f64>) {
+        out.clear();
+        out.extend(self.pixels.iter().map(|px| {
+            if px.is_empty() {
+                return f64::INFINITY;
+            }
+            let s: f64 = px.iter().map(|&i| sq_err[i as usize]).sum();
+            let mse = s / px.len() as f64;
+            10.0 * (1.0 / mse.max(1e-10)).log10()
+        }));
+    }
+}
+
 /// PSNR (dB, in [0, 1] pixel space as MNAD) of `pred` against `target` — both (c, H, W) in
 /// [−1, 1] — pooled as `cfg` says, over the pixels `masked` (H·W, true = ignore) leaves.
 pub fn frame_psnr(
@@ -204,6 +273,34 @@ mod tests {
             }
         }
         (pred, target)
+    }
+
+    #[test]
+    fn zone_psnrs_see_a_small_blob_the_whole_frame_barely_does() {
+        use crate::score::zones::Polygon;
+        // The blob covers x 20..24, y 10..14: the zone [0.5, 1]×[0.25, 0.75] holds it.
+        let zone = Polygon(vec![[0.5, 0.25], [1.0, 0.25], [1.0, 0.75], [0.5, 0.75]]);
+        let away = Polygon(vec![[0.0, 0.0], [0.25, 0.0], [0.25, 0.25], [0.0, 0.25]]);
+        let (p, t) = frames(0.02, 0.4);
+        let mut scratch = TermScratch::default();
+        let whole = frame_psnr_with(&mut scratch, &p, &t, W, H, &TermsConfig::PAPER, None);
+        let zones = ZonePixels::new(&[zone.clone(), away], W, H, None);
+        assert_eq!(zones.counts(), vec![16 * 12, 8 * 6]);
+        let mut out = Vec::new();
+        zones.psnrs_into(scratch.squared_error(), &mut out);
+        // Background (0.01)² = 1e-4 (40 dB); the blob's 16 pixels at (0.21)² in the zone's 192.
+        let in_zone = (16.0 * 0.21f64.powi(2) + 176.0 * 1e-4) / 192.0;
+        assert!(
+            (out[0] - 10.0 * (1.0 / in_zone).log10()).abs() < 1e-4,
+            "{out:?}"
+        );
+        assert!((out[1] - 40.0).abs() < 1e-4, "{out:?}");
+        assert!(out[0] < whole - 5.0, "zone {} vs whole {whole}", out[0]);
+        // Masking the zone leaves it no pixel: never anomalous.
+        let all = vec![true; W * H];
+        let masked = ZonePixels::new(&[zone], W, H, Some(&all));
+        masked.psnrs_into(scratch.squared_error(), &mut out);
+        assert_eq!(out, vec![f64::INFINITY]);
     }
 
     #[test]
