@@ -511,12 +511,6 @@ impl RunConfig {
     }
 }
 
-/// The pixels of a `width`×`height` grid under any of `masks` (row-major, true = masked).
-pub fn mask_grid(masks: &[Polygon], width: usize, height: usize) -> Result<Vec<bool>, ZoneError> {
-    let map = ZoneMap::new(Vec::new(), masks, width, height)?;
-    Ok((0..width * height).map(|i| map.is_masked(i)).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,9 +535,9 @@ sensitivity = 2.0
         assert_eq!(c.zones[0].name, "pier-end");
         assert_eq!(c.zones[0].sensitivity, 2.0);
         // The lower half of a 4×4 grid is masked.
-        let g = mask_grid(&c.mask_polygons(), 4, 4).unwrap();
-        assert_eq!(g.iter().filter(|&&m| m).count(), 8);
-        assert!(g[15] && !g[0]);
+        let m = c.zone_map(4, 4).unwrap();
+        assert_eq!((0..16).filter(|&i| m.is_masked(i)).count(), 8);
+        assert!(m.is_masked(15) && !m.is_masked(0));
     }
 
     #[test]

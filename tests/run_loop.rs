@@ -276,7 +276,7 @@ fn starts_under(cal: &thermal_edge::score::calibration::Calibration) -> Vec<Aler
 }
 
 #[test]
-fn a_calibrated_zone_names_its_event_and_a_masked_zone_never_counts() {
+fn a_calibrated_zone_names_its_event_and_a_wholly_masked_zone_is_refused() {
     use thermal_edge::score::causal::TermStats;
     use thermal_edge::score::zones::{Polygon, Zone};
     let base = calibration(&bundle());
@@ -310,8 +310,13 @@ fn a_calibrated_zone_names_its_event_and_a_masked_zone_never_counts() {
         first.anomaly.as_ref().unwrap().zone.as_deref(),
         Some("pier-end")
     );
-    // The same zone wholly under a mask has no pixel left: it never counts.
+    // The same zone wholly under a mask has no pixel left to score: the loop refuses to start
+    // and says which zone, rather than never counting it.
     let mut masked = zoned.clone();
     masked.masks = vec![pier.polygon.clone()];
-    assert!(starts_under(&masked).is_empty());
+    let scorer = open_scorer(&bundle(), Backend::TractF32, 1).unwrap();
+    let e = common::try_pipeline(scorer, &masked, GuardConfig::default())
+        .err()
+        .expect("a wholly masked zone is refused");
+    assert!(e.to_string().contains("pier-end"), "{e}");
 }

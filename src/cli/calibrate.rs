@@ -7,14 +7,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::{mask_grid, SiteConfig};
+use crate::config::SiteConfig;
 use crate::engine::{open_scorer, Backend, FrameStack};
 use crate::export::bundle::Bundle;
 use crate::model::config::Mode;
 use crate::score::calibration::{Calibration, FitSettings, NormalFrame};
 use crate::score::footage::score_terms;
+use crate::score::footage::TermLayout;
 use crate::score::regime::{RegimeError, RegimeSpec};
-use crate::score::terms::{TermsConfig, ZonePixels};
+use crate::score::terms::TermsConfig;
 use crate::score::threshold::TailMethod;
 use crate::source::{footage_clips, OpenOptions};
 
@@ -74,9 +75,7 @@ fn score_footage(
     path: &Path,
     bundle: &Bundle,
     a: &CalibrateArgs,
-    terms: &TermsConfig,
-    masked: Option<&[bool]>,
-    zones: &ZonePixels,
+    layout: &TermLayout,
 ) -> anyhow::Result<Vec<Vec<NormalFrame>>> {
     let mut scorer = open_scorer(bundle, a.backend, a.threads)?;
     let mut stack = FrameStack::for_bundle(bundle)?;
@@ -95,15 +94,8 @@ fn score_footage(
     for clip in clips_in {
         let mut src = clip.open(&OpenOptions::default())?;
         let name = src.info().name.clone();
-        let frames = score_terms(
-            scorer.as_mut(),
-            &mut stack,
-            src.as_mut(),
-            terms,
-            masked,
-            zones,
-        )
-        .with_context(|| format!("scoring {name}"))?;
+        let frames = score_terms(scorer.as_mut(), &mut stack, src.as_mut(), layout)
+            .with_context(|| format!("scoring {name}"))?;
         clips.push(
             frames
                 .iter()
@@ -132,11 +124,6 @@ pub fn run(a: &CalibrateArgs) -> anyhow::Result<()> {
     let cfg = bundle.config().clone();
     let site = a.site.as_deref().map(SiteConfig::load).transpose()?;
     let masks = site.as_ref().map(|s| s.mask_polygons()).unwrap_or_default();
-    let grid = if masks.is_empty() {
-        None
-    } else {
-        Some(mask_grid(&masks, cfg.width, cfg.height)?)
-    };
     let terms = TermsConfig {
         patch: a.patch,
         offset_compensation: a.offset_compensation,
@@ -145,19 +132,16 @@ pub fn run(a: &CalibrateArgs) -> anyhow::Result<()> {
         Some(s) if !a.no_zone_terms => s.zones.clone(),
         _ => Vec::new(),
     };
-    let polygons: Vec<_> = zones.iter().map(|z| z.polygon.clone()).collect();
-    let zone_px = ZonePixels::new(&polygons, cfg.width, cfg.height, grid.as_deref());
-    for (z, n) in zones.iter().zip(zone_px.counts()) {
-        if n == 0 {
-            bail!(
-                "zone {}: no unmasked pixel on the {}×{} model grid; remove it, unmask it or pass --no-zone-terms",
-                z.name,
+    let layout =
+        TermLayout::new(terms, &masks, &zones, cfg.width, cfg.height).with_context(|| {
+            format!(
+                "{} on the {}×{} model grid (--no-zone-terms drops the zones)",
+                a.site.as_deref().unwrap_or(Path::new("")).display(),
                 cfg.width,
                 cfg.height
-            );
-        }
-    }
-    let clips = score_footage(&a.source, &bundle, a, &terms, grid.as_deref(), &zone_px)?;
+            )
+        })?;
+    let clips = score_footage(&a.source, &bundle, a, &layout)?;
     let regimes = match RegimeSpec::parse_cli(&a.regimes) {
         Ok(r) => r,
         Err(RegimeError::SplitNeeded) => {

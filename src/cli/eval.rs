@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::mask_grid;
 use crate::engine::{open_scorer, Backend, FrameStack};
 use crate::export::bundle::Bundle;
 use crate::frame::Units;
@@ -23,8 +22,7 @@ use crate::score::evaluate::{
     ProtocolReport, ScoredClip,
 };
 use crate::score::events::EventConfig;
-use crate::score::footage::score_terms;
-use crate::score::terms::{TermsConfig, ZonePixels};
+use crate::score::footage::{score_terms, TermLayout};
 use crate::source::{open_source, replay_files, tre, FrameSource, OpenOptions};
 
 /// Which protocols to report.
@@ -186,9 +184,7 @@ fn score_clips(
     bundle: &Bundle,
     a: &EvalArgs,
     jobs: Vec<ClipJob>,
-    terms: &TermsConfig,
-    masked: Option<&[bool]>,
-    zones: &ZonePixels,
+    layout: &TermLayout,
 ) -> anyhow::Result<(Vec<ScoredClip>, usize)> {
     let mut scorer = open_scorer(bundle, a.backend, a.threads)?;
     let mut stack = FrameStack::for_bundle(bundle)?;
@@ -209,15 +205,8 @@ fn score_clips(
             pb.inc(1);
             continue;
         }
-        let frames = score_terms(
-            scorer.as_mut(),
-            &mut stack,
-            src.as_mut(),
-            terms,
-            masked,
-            zones,
-        )
-        .with_context(|| format!("scoring {}", job.name))?;
+        let frames = score_terms(scorer.as_mut(), &mut stack, src.as_mut(), layout)
+            .with_context(|| format!("scoring {}", job.name))?;
         let anomalies = match job.typed {
             Some(mut t) => {
                 // Anomalies wholly inside the unscored first frames cannot be detected.
@@ -277,24 +266,14 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
         jobs.truncate(m);
     }
     let cfg = bundle.config().clone();
-    // The causal protocol scores the prediction error as the calibration pooled and masked it.
-    let terms = calibration.as_ref().map_or(TermsConfig::PAPER, |c| c.terms);
-    let masks = calibration
-        .as_ref()
-        .map(|c| c.masks.clone())
-        .unwrap_or_default();
-    let grid = if masks.is_empty() {
-        None
-    } else {
-        Some(mask_grid(&masks, cfg.width, cfg.height)?)
+    // The causal protocol takes the terms as the calibration did: pooled, masked, and each
+    // calibrated zone on its own, as on the board.
+    let layout = match &calibration {
+        Some(c) => TermLayout::for_calibration(c, cfg.width, cfg.height)
+            .with_context(|| format!("[calibration] of {}", bundle.manifest_path().display()))?,
+        None => TermLayout::default(),
     };
-    // Each calibrated zone is scored on its own, as on the board.
-    let zone_polygons: Vec<_> = calibration
-        .as_ref()
-        .map(|c| c.zones.iter().map(|z| z.polygon.clone()).collect())
-        .unwrap_or_default();
-    let zones = ZonePixels::new(&zone_polygons, cfg.width, cfg.height, grid.as_deref());
-    let (clips, unlabelled) = score_clips(&bundle, a, jobs, &terms, grid.as_deref(), &zones)?;
+    let (clips, unlabelled) = score_clips(&bundle, a, jobs, &layout)?;
     if clips.is_empty() {
         bail!("{}: none of the clips has labels", a.data.display());
     }

@@ -20,7 +20,8 @@ use crate::frame::{ThermalFrame, Units};
 use crate::score::calibration::{Calibration, CalibrationError, RegimeDrift, RegimeScorer};
 use crate::score::drift::{DriftConfig, DriftError, DriftState};
 use crate::score::events::{EventConfig, EventConfigError, EventDetector, EventUpdate, Phase};
-use crate::score::terms::{frame_psnr_with, TermScratch, TermsConfig, ZonePixels};
+use crate::score::footage::TermLayout;
+use crate::score::terms::{frame_psnr_with, TermScratch};
 use crate::score::zones::{Region, ZoneMap};
 
 use self::health::{CameraState, Counters, HealthRecord, LatencyWindow};
@@ -86,8 +87,8 @@ pub enum PipelineError {
     /// The drift monitor could not be set up from the calibration.
     #[error("drift monitor: {0}")]
     Drift(#[from] DriftError),
-    /// The calibration's masks do not rasterise.
-    #[error("calibration masks: {0}")]
+    /// The calibration's masks or zones do not rasterise.
+    #[error("calibration masks and zones: {0}")]
     Masks(String),
     /// The bundle has no calibration.
     #[error("the bundle has no calibration: run `edge-cli calibrate --bundle B --source <normal footage>` first")]
@@ -118,9 +119,7 @@ pub struct Pipeline<'a> {
     stack: FrameStack,
     out: ScoreOutput,
     scratch: TermScratch,
-    terms: TermsConfig,
-    masked: Option<Vec<bool>>,
-    zone_pixels: ZonePixels,
+    layout: TermLayout,
     zone_psnr: Vec<f64>,
     /// The calibrated zone whose own term set the last score, if one did.
     last_zone: Option<&'a str>,
@@ -182,29 +181,19 @@ impl<'a> Pipeline<'a> {
             next_event,
         )?;
         let cfg = scorer.config();
-        // The prediction error is masked exactly as the calibration's statistics were: the
-        // site's masks shape regions, the calibration's shape scores.
-        let masked = if cal.masks.is_empty() {
-            None
-        } else {
-            Some(
-                crate::config::mask_grid(&cal.masks, cfg.width, cfg.height)
-                    .map_err(|e| PipelineError::Masks(e.to_string()))?,
-            )
-        };
-        let zone_polygons: Vec<_> = cal.zones.iter().map(|z| z.polygon.clone()).collect();
-        let zone_pixels = ZonePixels::new(&zone_polygons, cfg.width, cfg.height, masked.as_deref());
+        // The prediction error is masked and zoned exactly as the calibration's statistics
+        // were: the site's masks and zones shape regions, the calibration's shape scores.
+        let layout = TermLayout::for_calibration(cal, cfg.width, cfg.height)
+            .map_err(|e| PipelineError::Masks(e.to_string()))?;
         Ok(Self {
             id,
             settings,
             stack,
             out: ScoreOutput::default(),
             scratch: TermScratch::default(),
-            terms: cal.terms,
-            zone_psnr: Vec::with_capacity(zone_pixels.len()),
-            zone_pixels,
+            zone_psnr: Vec::with_capacity(layout.zones.len()),
+            layout,
             last_zone: None,
-            masked,
             zones,
             regime,
             drift: RegimeDrift::new(cal, drift)?,
@@ -343,10 +332,7 @@ impl<'a> Pipeline<'a> {
             .score_into(self.stack.as_slice(), &mut self.out)?;
         let inference = self.scorer.last_forward();
         let cfg = self.scorer.config();
-        let psnr = if self.terms == TermsConfig::PAPER
-            && self.masked.is_none()
-            && self.zone_pixels.is_empty()
-        {
+        let psnr = if self.layout.is_plain() {
             f64::from(self.out.psnr)
         } else {
             let (_, target) = split_stack(cfg, self.stack.as_slice())?;
@@ -356,10 +342,11 @@ impl<'a> Pipeline<'a> {
                 target,
                 cfg.width,
                 cfg.height,
-                &self.terms,
-                self.masked.as_deref(),
+                &self.layout.terms,
+                self.layout.masked.as_deref(),
             );
-            self.zone_pixels
+            self.layout
+                .zones
                 .psnrs_into(self.scratch.squared_error(), &mut self.zone_psnr);
             psnr
         };

@@ -72,6 +72,9 @@ pub enum ZoneError {
         /// y.
         y: f64,
     },
+    /// A zone has no unmasked pixel on the model grid.
+    #[error("zone {0}: no unmasked pixel on the model grid (remove it or unmask it)")]
+    Empty(String),
     /// A zone's sensitivity is not positive.
     #[error("zone {0}: sensitivity must be a positive number")]
     Sensitivity(String),

@@ -31,6 +31,15 @@ pub fn pipeline<'a>(
     cal: &'a Calibration,
     guard: GuardConfig,
 ) -> Pipeline<'a> {
+    try_pipeline(scorer, cal, guard).unwrap()
+}
+
+/// [`pipeline`], or why the loop cannot start.
+pub fn try_pipeline<'a>(
+    scorer: Box<dyn Scorer + 'a>,
+    cal: &'a Calibration,
+    guard: GuardConfig,
+) -> Result<Pipeline<'a>, thermal_edge::pipeline::PipelineError> {
     let (w, h) = (scorer.config().width, scorer.config().height);
     let zones = ZoneMap::new(Vec::new(), &[], w, h).unwrap();
     let id = Identity {
@@ -49,5 +58,4 @@ pub fn pipeline<'a>(
         1,
         1,
     )
-    .unwrap()
 }
