@@ -266,6 +266,19 @@ pub fn run(a: &RunArgs) -> Result<()> {
             cal.masks.len()
         );
     }
+    if cfg.site_zones.zones != cal.zones {
+        let names = |z: &[crate::score::zones::Zone]| {
+            z.iter()
+                .map(|z| z.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        log::warn!(
+            "the site's zones [{}] differ from the calibration's [{}]: only the calibration's have their own term (the site's name regions); recalibrate with --site to score the site's",
+            names(&cfg.site_zones.zones),
+            names(&cal.zones)
+        );
+    }
     let scorer = open_scorer(&bundle, backend, cfg.model.threads.max(1))
         .with_context(|| format!("opening the {backend} scorer"))?;
     if let Some(d) = &cfg.data_dir {
