@@ -187,30 +187,16 @@ impl Exporter<'_> {
             self.fold(&mut w, &mut b, bn, 0)?;
         }
         let p = (w.shape[2] / 2) as i64;
-        self.conv_node(x, conv, &w, &b, [p, p, p, p], None, relu)
+        self.conv_node(x, conv, &w, &b, [p, p, p, p], 1, None, relu)
     }
 
-    /// One convolution (stride 1) with an optional ReLU: f32 `Conv` (+ `Relu`), or in int8 mode
-    /// `QLinearConv` whose saturating uint8 output performs the ReLU. `scales` overrides the
-    /// per-output-channel weight scales (the sub-pixel form of a transposed convolution shares
-    /// its scales between phases). Records the `<name>.in` / `<name>.out` sites.
+    /// One convolution (stride 1, taps `dilation` pixels apart) with an optional ReLU: f32
+    /// `Conv` (+ `Relu`), or in int8 mode `QLinearConv` whose saturating uint8 output performs
+    /// the ReLU. `scales` overrides the per-output-channel weight scales (the sub-pixel form of
+    /// a transposed convolution shares its scales between phases). Records the `<name>.in` /
+    /// `<name>.out` sites.
     #[allow(clippy::too_many_arguments)]
     fn conv_node(
-        &mut self,
-        x: &str,
-        name: &str,
-        w: &Data,
-        b: &[f32],
-        pads: [i64; 4],
-        scales: Option<Vec<f32>>,
-        relu: bool,
-    ) -> Result<String, ExportError> {
-        self.conv_node_dilated(x, name, w, b, pads, 1, scales, relu)
-    }
-
-    /// [`Self::conv_node`] with the kernel's taps `dilation` pixels apart.
-    #[allow(clippy::too_many_arguments)]
-    fn conv_node_dilated(
         &mut self,
         x: &str,
         name: &str,
@@ -503,7 +489,7 @@ impl Exporter<'_> {
             shape: vec![4 * cout, cin, 2, 2],
             values: k,
         };
-        let y = self.conv_node(x, name, &kd, &bias4, [0, 0, 1, 1], Some(scales4), true)?;
+        let y = self.conv_node(x, name, &kd, &bias4, [0, 0, 1, 1], 1, Some(scales4), true)?;
         let d2s = self.g.node(
             "DepthToSpace",
             &[&y],
@@ -748,11 +734,9 @@ impl Exporter<'_> {
                         shape: vec![co, ci, 2, 2],
                         values: corners,
                     };
-                    self.conv_node_dilated(
-                        &y, name, &k2, &b.values, [p; 4], gap as i64, None, true,
-                    )?
+                    self.conv_node(&y, name, &k2, &b.values, [p; 4], gap as i64, None, true)?
                 } else {
-                    self.conv_node(&y, name, &k, &b.values, [p, p, p, p], None, true)?
+                    self.conv_node(&y, name, &k, &b.values, [p, p, p, p], 1, None, true)?
                 };
                 let z = self.f(&z);
                 let c = k.shape[0];
